@@ -1,0 +1,1 @@
+"""Declarative defaults and policy (YAML). Loaded by straycode.settings; no code lives here."""

@@ -1,0 +1,310 @@
+"""Event contract v1: typed records and a fast validator.
+
+The normative contract is the JSON Schema in ``schemas/events.v1.json``; this module
+enforces the same rules by hand because a generic JSON Schema validator is ~50x too slow
+for the hot path. ``tests/test_contract.py`` checks that both accept and reject the same
+documents.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+import orjson
+
+EVENT_TYPES = ("login", "code_issued", "code_verified", "device_trusted",
+               "password_changed", "user_feedback")
+CHANNELS = frozenset({"sms", "email", "voice", "push", "app"})
+PURPOSES = frozenset({"login", "password_reset", "security_settings", "payment",
+                      "enrollment", "other"})
+VERDICTS = frozenset({"not_me", "me"})
+MAX_ID = 256
+MAX_UA = 2048
+_TS_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_COMMON = frozenset({"event_id", "type", "ts", "user_id", "ip", "user_agent",
+                     "device_id", "geo", "asn", "as_org"})
+
+
+class ContractError(ValueError):
+    """An event that breaks contract v1; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def schema() -> dict:
+    """The JSON Schema of contract v1 (the normative text)."""
+    return json.loads(files("straycode.detector").joinpath(
+        "schemas/events.v1.json").read_text())
+
+
+@dataclass(slots=True)
+class Geo:
+    country: str | None = None
+    city: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    event_id: str
+    type: str
+    ts: str
+    t: float                      # epoch seconds (UTC), the only clock the core uses
+    user_id: str
+    ip: str | None = None
+    user_agent: str | None = None
+    device_id: str | None = None
+    geo: Geo | None = None
+    asn: int | None = None
+    as_org: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Login(Event):
+    session_id: str = ""
+    password_ok: bool = False
+
+
+@dataclass(slots=True)
+class CodeIssued(Event):
+    session_id: str | None = None
+    channel: str = "sms"
+    purpose: str = "login"
+
+
+@dataclass(slots=True)
+class CodeVerified(Event):
+    session_id: str | None = None
+    success: bool = False
+
+
+@dataclass(slots=True)
+class DeviceTrusted(Event):
+    session_id: str = ""
+
+
+@dataclass(slots=True)
+class PasswordChanged(Event):
+    pass
+
+
+@dataclass(slots=True)
+class UserFeedback(Event):
+    code_event_id: str = ""
+    verdict: str = "me"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _str(obj: dict, key: str, *, required: bool, nullable: bool = False,
+         max_len: int = MAX_ID, min_len: int = 1) -> str | None:
+    if key not in obj:
+        if required:
+            raise ContractError("missing_field", f"'{key}' is required")
+        return None
+    value = obj[key]
+    if value is None:
+        if nullable:
+            return None
+        raise ContractError("wrong_type", f"'{key}' must be a string, got null")
+    if type(value) is not str:
+        raise ContractError("wrong_type", f"'{key}' must be a string, got {type(value).__name__}")
+    if not (min_len <= len(value) <= max_len):
+        raise ContractError("bad_value", f"'{key}' length {len(value)} not in [{min_len}, {max_len}]")
+    return value
+
+
+def _bool(obj: dict, key: str) -> bool:
+    if key not in obj:
+        raise ContractError("missing_field", f"'{key}' is required")
+    value = obj[key]
+    if type(value) is not bool:
+        raise ContractError("wrong_type", f"'{key}' must be a boolean, got {type(value).__name__}")
+    return value
+
+
+def _enum(obj: dict, key: str, allowed: frozenset) -> str:
+    value = _str(obj, key, required=True)
+    if value not in allowed:
+        raise ContractError("bad_value", f"'{key}'={value!r} not one of {sorted(allowed)}")
+    return value
+
+
+@lru_cache(maxsize=65536)
+def parse_ts(ts: str) -> float:
+    """RFC 3339 timestamp with offset -> epoch seconds. Raises ContractError."""
+    if not _TS_RE.match(ts):
+        raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r} is not RFC 3339 with offset")
+    text = ts
+    frac = ""
+    dot = text.find(".")
+    if dot != -1:  # Python's parser takes at most 6 fraction digits
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        frac = text[dot:end]
+        text = text[:dot] + text[end:]
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError as exc:
+        raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r}: {exc}") from None
+    return parsed.timestamp() + (float(frac) if frac else 0.0)
+
+
+@lru_cache(maxsize=262144)
+def _check_ip(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise ContractError("bad_ip", f"'ip'={ip[:64]!r} is not an IPv4/IPv6 address") from None
+
+
+def _num(value: Any, key: str, lo: float, hi: float) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+        raise ContractError("bad_value", f"'geo.{key}' must be a number in [{lo}, {hi}]")
+    return float(value)
+
+
+def _geo(obj: dict) -> Geo | None:
+    raw = obj.get("geo")
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        raise ContractError("wrong_type", "'geo' must be an object")
+    country = _str(raw, "country", required=False, nullable=True, max_len=64)
+    city = _str(raw, "city", required=False, nullable=True)
+    return Geo(country, city, _num(raw.get("lat"), "lat", -90, 90),
+               _num(raw.get("lon"), "lon", -180, 180))
+
+
+# --------------------------------------------------------------------------- parsing
+
+def parse_event(obj: Any) -> Event:
+    """Validate a decoded JSON value against contract v1 and build its typed record."""
+    if type(obj) is not dict:
+        raise ContractError("not_an_object", f"event must be a JSON object, got {type(obj).__name__}")
+    etype = obj.get("type")
+    if etype is None:
+        raise ContractError("missing_field", "'type' is required")
+    if etype not in _BUILDERS:
+        raise ContractError("unknown_type", f"'type'={str(etype)[:64]!r} is not one of {list(EVENT_TYPES)}")
+    event_id = _str(obj, "event_id", required=True)
+    user_id = _str(obj, "user_id", required=True)
+    ts = _str(obj, "ts", required=True, max_len=64)
+    t = parse_ts(ts)
+    ip = _str(obj, "ip", required=etype == "login", nullable=etype != "login", max_len=64)
+    if ip is not None:
+        ip = _check_ip(ip)
+    asn = obj.get("asn")
+    if asn is not None and (type(asn) is not int or not 0 <= asn <= 4294967295):
+        raise ContractError("bad_value", "'asn' must be an integer in [0, 2^32)")
+    common = dict(
+        event_id=event_id, type=etype, ts=ts, t=t, user_id=user_id, ip=ip,
+        user_agent=_str(obj, "user_agent", required=False, nullable=True, max_len=MAX_UA, min_len=0),
+        device_id=_str(obj, "device_id", required=False, nullable=True),
+        geo=_geo(obj), asn=asn,
+        as_org=_str(obj, "as_org", required=False, nullable=True, min_len=0),
+    )
+    event = _BUILDERS[etype](obj, common)
+    extra = {k: v for k, v in obj.items() if k not in _COMMON and k not in _SPECIFIC[etype]}
+    if extra:
+        event.extra = extra
+    return event
+
+
+def _login(obj: dict, common: dict) -> Login:
+    return Login(**common, session_id=_str(obj, "session_id", required=True),
+                 password_ok=_bool(obj, "password_ok"))
+
+
+def _code_issued(obj: dict, common: dict) -> CodeIssued:
+    if "session_id" not in obj:
+        raise ContractError("missing_field", "'session_id' is required (null when no login session)")
+    return CodeIssued(**common, session_id=_str(obj, "session_id", required=True, nullable=True),
+                      channel=_enum(obj, "channel", CHANNELS),
+                      purpose=_enum(obj, "purpose", PURPOSES))
+
+
+def _code_verified(obj: dict, common: dict) -> CodeVerified:
+    if "session_id" not in obj:
+        raise ContractError("missing_field", "'session_id' is required")
+    return CodeVerified(**common, session_id=_str(obj, "session_id", required=True, nullable=True),
+                        success=_bool(obj, "success"))
+
+
+def _device_trusted(obj: dict, common: dict) -> DeviceTrusted:
+    if common["device_id"] is None:
+        raise ContractError("missing_field", "'device_id' is required for device_trusted")
+    return DeviceTrusted(**common, session_id=_str(obj, "session_id", required=True))
+
+
+def _password_changed(obj: dict, common: dict) -> PasswordChanged:
+    return PasswordChanged(**common)
+
+
+def _user_feedback(obj: dict, common: dict) -> UserFeedback:
+    return UserFeedback(**common, code_event_id=_str(obj, "code_event_id", required=True),
+                        verdict=_enum(obj, "verdict", VERDICTS))
+
+
+_BUILDERS = {
+    "login": _login, "code_issued": _code_issued, "code_verified": _code_verified,
+    "device_trusted": _device_trusted, "password_changed": _password_changed,
+    "user_feedback": _user_feedback,
+}
+_SPECIFIC = {
+    "login": {"session_id", "password_ok"},
+    "code_issued": {"session_id", "channel", "purpose"},
+    "code_verified": {"session_id", "success"},
+    "device_trusted": {"session_id"},
+    "password_changed": set(),
+    "user_feedback": {"code_event_id", "verdict"},
+}
+
+
+def decode_line(line: bytes | str, max_bytes: int = 65536) -> Event:
+    """One JSONL line or Kafka message value -> Event. Raises ContractError."""
+    if len(line) > max_bytes:
+        raise ContractError("too_large", f"{len(line)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError("malformed_json", str(exc)[:200]) from None
+    return parse_event(obj)
+
+
+def to_json_dict(event: Event) -> dict:
+    """Event record -> contract-v1 JSON object (round-trips through parse_event)."""
+    out: dict[str, Any] = {"event_id": event.event_id, "type": event.type, "ts": event.ts,
+                           "user_id": event.user_id}
+    for key in ("ip", "user_agent", "device_id", "asn", "as_org"):
+        value = getattr(event, key)
+        if value is not None:
+            out[key] = value
+    if event.geo is not None:
+        out["geo"] = {k: getattr(event.geo, k) for k in ("country", "city", "lat", "lon")}
+    for key in sorted(_SPECIFIC[event.type]):
+        out[key] = getattr(event, key)
+    out.update(event.extra)
+    return out
+
+
+def utc_iso(t: float) -> str:
+    """Epoch seconds -> RFC 3339 UTC string with millisecond precision."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
