@@ -1,0 +1,67 @@
+"""Output records: one ScoreRecord per code request, an Alert when it is worth a human.
+
+Alert ids derive from the code event id alone, so a replay, a restarted worker and a
+re-delivered message all name the same alert the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+def alert_id_for(code_event_id: str) -> str:
+    return "sc-" + hashlib.sha256(code_event_id.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class ScoreRecord:
+    code_event_id: str
+    user_id: str
+    ts: str
+    score: float
+    issue_score: float
+    severity: str | None
+    alerted: bool
+    actions: list[str]
+    flow: str
+    purpose: str
+
+    def to_dict(self) -> dict:
+        return {"code_event_id": self.code_event_id, "user_id": self.user_id, "ts": self.ts,
+                "score": self.score, "issue_score": self.issue_score, "severity": self.severity,
+                "alerted": self.alerted, "actions": self.actions, "flow": self.flow,
+                "purpose": self.purpose}
+
+
+@dataclass(slots=True)
+class Alert:
+    alert_id: str
+    kind: str                    # created | updated
+    code_event_id: str
+    user_id: str
+    ts: str
+    decided_ts: str
+    score: float
+    issue_score: float
+    severity: str
+    confidence: float
+    flow: str
+    purpose: str
+    channel: str
+    reasons: list[dict]
+    actions: list[str]
+    observed: dict
+    baseline: dict
+    status: str = "open"         # open | escalated | benign
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"alert_id": self.alert_id, "version": 1, "kind": self.kind,
+               "code_event_id": self.code_event_id, "user_id": self.user_id, "ts": self.ts,
+               "decided_ts": self.decided_ts, "score": self.score,
+               "issue_score": self.issue_score, "severity": self.severity,
+               "confidence": self.confidence, "flow": self.flow, "purpose": self.purpose,
+               "channel": self.channel, "reasons": self.reasons, "actions": self.actions,
+               "observed": self.observed, "baseline": self.baseline, "status": self.status}
+        out.update(self.extra)
+        return out

@@ -1,0 +1,356 @@
+"""The detector: identity events in, score records and alerts out.
+
+Pure and deterministic: state lives in two mappings handed in by the caller (dicts in
+replay, Faust tables in the worker), time is event time only, and the order of outputs
+depends only on the order of inputs. A code request is *decided* once its login is known
+and either the code was entered or the wait window (``verify_window_s``) has passed in
+event time; a code whose login never shows up is decided after ``login_grace_s``.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from typing import MutableMapping
+
+from .alerts import Alert, ScoreRecord, alert_id_for
+from .baseline import hour_of
+from .contract import (CodeIssued, CodeVerified, DeviceTrusted, Event, Login, PasswordChanged,
+                       UserFeedback, utc_iso)
+from .enrich import Context, Enricher
+from .policy import SEVERITY_RANK, Policy
+from .population import Population
+from .scoring import Signals, Verdict, score_code
+from .state import (P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID, P_PURPOSE, P_SESSION, P_T, P_TS,
+                    P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX, R_FLOW, R_ID, R_PURPOSE, R_REASONS,
+                    R_SCORE, R_SEVERITY, R_STATUS, R_T, R_TS, S_CTX, S_LEARNED, S_PASSWORD_OK,
+                    NetworkState, UserState)
+
+Output = ScoreRecord | Alert
+
+
+class Detector:
+    """Scores every code request against the user's proven history (see module doc)."""
+
+    def __init__(self, cfg: dict, enricher: Enricher | None = None,
+                 users: MutableMapping[str, UserState] | None = None,
+                 networks: MutableMapping[str, NetworkState] | None = None,
+                 population: Population | None = None):
+        self.cfg = cfg
+        self.enricher = enricher or Enricher()
+        self.users = {} if users is None else users
+        self.networks = {} if networks is None else networks
+        self.population = population or Population()
+        self.policy = Policy(cfg["policy"])
+        self.watermark = 0.0
+        self.stats: Counter = Counter()
+        self._heap: list[tuple[float, int, str, str]] = []   # (deadline, seq, user, code id)
+        self._seq = 0
+
+    # ------------------------------------------------------------------ public API
+    def process(self, event: Event) -> list[Output]:
+        """Handle one event; returns what it decided (including codes whose window passed)."""
+        self.stats[f"events.{event.type}"] += 1
+        if event.t > self.watermark:
+            self.watermark = event.t
+        state = self.users.get(event.user_id)
+        if state is None:
+            state = UserState()
+        if state.is_duplicate(event.event_id, event.t, self.cfg["dedup_window_s"]):
+            self.stats["duplicates"] += 1
+            return self.advance()
+        out: list[Output] = []
+        handler = self._handlers[type(event)]
+        handler(self, event, state, out)
+        self.users[event.user_id] = state
+        out.extend(self.advance())
+        return out
+
+    def advance(self, watermark: float | None = None) -> list[Output]:
+        """Decide every pending code whose deadline is at or before the watermark."""
+        if watermark is not None and watermark > self.watermark:
+            self.watermark = watermark
+        out: list[Output] = []
+        heap = self._heap
+        while heap and heap[0][0] <= self.watermark:
+            _deadline, _seq, user_id, code_id = heapq.heappop(heap)
+            state = self.users.get(user_id)
+            if state is None or code_id not in state.pending:
+                continue
+            self._decide(user_id, state, state.pending[code_id], out)
+            self.users[user_id] = state
+        return out
+
+    def flush(self) -> list[Output]:
+        """End of input: decide everything still pending, as if its window had passed."""
+        deadline = max((entry[0] for entry in self._heap), default=self.watermark)
+        return self.advance(deadline)
+
+    def rebuild_index(self, user_id: str, state: UserState) -> None:
+        """Re-register a stored user's pending codes (after a restart or rebalance)."""
+        for pending in state.pending.values():
+            self._schedule(pending[P_DEADLINE], user_id, pending[P_ID])
+
+    # ------------------------------------------------------------------ helpers
+    def _schedule(self, deadline: float, user_id: str, code_id: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, user_id, code_id))
+
+    def _context(self, event: Event) -> Context | None:
+        return self.enricher.context(event)
+
+    def _network(self, key: str) -> NetworkState:
+        state = self.networks.get(key)
+        return NetworkState() if state is None else state
+
+    def _observe_networks(self, ctx: Context | None, user_id: str, t: int,
+                          login_ok: bool | None = None, code: bool = False) -> None:
+        if ctx is None or ctx.ip is None:
+            return
+        window = self.cfg["fanout_window_s"]
+        for key in _network_keys(ctx):
+            net = self._network(key)
+            net.observe(user_id, t, window, login_ok=login_ok, code=code)
+            self.networks[key] = net
+
+    def _learn(self, state: UserState, ctx: Context | None, t: float) -> None:
+        """Fold a proven context into the user's baseline and the population."""
+        if ctx is None:
+            return
+        features = ctx.features()
+        state.baseline.learn(int(t), features, hour_of(t), ctx.lat, ctx.lon, ctx.city,
+                             ctx.browser, self.cfg)
+        self.population.observe(features)
+        self.stats["learned"] += 1
+
+    def _learn_session(self, state: UserState, session_id: str | None, t: float) -> bool:
+        session = state.sessions.get(session_id) if session_id else None
+        if session is None or session[S_LEARNED]:
+            return False
+        session[S_LEARNED] = 1
+        ctx = Context.from_list(session[S_CTX]) if session[S_CTX] else None
+        self._learn(state, ctx, t)
+        return True
+
+    # ------------------------------------------------------------------ handlers
+    def _on_login(self, event: Login, state: UserState, out: list[Output]) -> None:
+        ctx = self._context(event)
+        t = int(event.t)
+        state.add_session(event.session_id, t, event.password_ok, ctx.to_list() if ctx else None,
+                          self.cfg["session_ttl_s"])
+        self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
+        known = state.baseline.device(event.device_id)
+        if event.password_ok and known is not None and known[3]:
+            # a trusted-device cookie is proof the user was here before
+            self._learn_session(state, event.session_id, event.t)
+            state.baseline.touch_device(event.device_id, t, ctx.browser if ctx else None, self.cfg)
+        for pending in sorted(state.pending.values(), key=lambda p: (p[P_T], p[P_ID])):
+            if pending[P_SESSION] == event.session_id:
+                self._maybe_decide(event.user_id, state, pending, out)
+
+    def _on_code_issued(self, event: CodeIssued, state: UserState, out: list[Output]) -> None:
+        ctx = self._context(event)
+        t = int(event.t)
+        state.note_code(t, self.cfg["bombing_window_s"])
+        session = state.sessions.get(event.session_id) if event.session_id else None
+        fan_ctx = ctx if ctx is not None and ctx.ip else (
+            Context.from_list(session[S_CTX]) if session and session[S_CTX] else None)
+        self._observe_networks(fan_ctx, event.user_id, t, code=True)
+        wait = self.cfg["verify_window_s"]
+        if event.session_id is not None and session is None:
+            wait = max(wait, self.cfg["login_grace_s"])
+        deadline = event.t + wait
+        pending = [event.event_id, event.t, event.ts, event.session_id, event.channel,
+                   event.purpose, ctx.to_list() if ctx else None, None, 0, deadline]
+        state.pending[event.event_id] = pending
+        self._schedule(deadline, event.user_id, event.event_id)
+        self._maybe_decide(event.user_id, state, pending, out)
+
+    def _on_code_verified(self, event: CodeVerified, state: UserState, out: list[Output]) -> None:
+        matches = [p for p in state.pending.values() if p[P_SESSION] == event.session_id
+                   and p[P_T] <= event.t + self.cfg["login_grace_s"]]
+        if event.session_id is None and matches:
+            matches = [max(matches, key=lambda p: (p[P_T], p[P_ID]))]
+        if not matches:
+            self.stats["verified_unmatched"] += 1
+        if event.success:
+            if event.session_id is not None:
+                self._learn_session(state, event.session_id, event.t)
+            for pending in matches:
+                if event.session_id is None and pending[P_CTX]:
+                    self._learn(state, Context.from_list(pending[P_CTX]), event.t)
+        for pending in sorted(matches, key=lambda p: (p[P_T], p[P_ID])):
+            if event.success:
+                pending[P_VERIFIED] = 1
+            else:
+                pending[P_FAILED] += 1
+            self._maybe_decide(event.user_id, state, pending, out)
+
+    def _on_device_trusted(self, event: DeviceTrusted, state: UserState, out: list[Output]) -> None:
+        session = state.sessions.get(event.session_id)
+        browser = None
+        if session is not None and session[S_CTX]:
+            browser = Context.from_list(session[S_CTX]).browser
+        elif event.user_agent:
+            ctx = self._context(event)
+            browser = ctx.browser if ctx else None
+        self._learn_session(state, event.session_id, event.t)
+        state.baseline.touch_device(event.device_id, int(event.t), browser, self.cfg, trusted=True)
+
+    def _on_password_changed(self, event: PasswordChanged, state: UserState, out: list[Output]) -> None:
+        state.baseline.pw_changed = int(event.t)
+
+    def _on_feedback(self, event: UserFeedback, state: UserState, out: list[Output]) -> None:
+        record = state.find_recent(event.code_event_id)
+        if record is None:
+            pending = state.pending.get(event.code_event_id)
+            if pending is not None and event.verdict == "not_me":
+                pending.append("not_me")               # decided with the feedback in mind
+                self._decide(event.user_id, state, pending, out)
+                return
+            self.stats["feedback_unmatched"] += 1
+            return
+        if event.verdict == "me":
+            if record[R_CTX] and record[R_STATUS] != "benign":
+                self._learn(state, Context.from_list(record[R_CTX]), event.t)
+            if record[R_ALERTED] and record[R_STATUS] != "benign":
+                record[R_STATUS] = "benign"
+                out.append(self._update(event, state, record, "benign", "feedback_me",
+                                        "the user confirmed they requested this code", -10.0))
+            return
+        if record[R_STATUS] == "escalated":
+            return
+        record[R_STATUS] = "escalated"
+        out.append(self._update(event, state, record, "escalated", "feedback_not_me",
+                                "the user reported this code as not requested by them",
+                                self.cfg["weights"]["feedback_not_me"]))
+
+    _handlers = {Login: _on_login, CodeIssued: _on_code_issued, CodeVerified: _on_code_verified,
+                 DeviceTrusted: _on_device_trusted, PasswordChanged: _on_password_changed,
+                 UserFeedback: _on_feedback}
+
+    # ------------------------------------------------------------------ decisions
+    def _maybe_decide(self, user_id: str, state: UserState, pending: list, out: list[Output]) -> None:
+        session_id = pending[P_SESSION]
+        if session_id is not None and session_id not in state.sessions:
+            return                                       # hold for its login (grace window)
+        if self.cfg["verify_window_s"] == 0 or pending[P_VERIFIED]:
+            self._decide(user_id, state, pending, out)
+
+    def _decide(self, user_id: str, state: UserState, pending: list, out: list[Output]) -> None:
+        code_id, t = pending[P_ID], pending[P_T]
+        del state.pending[code_id]
+        session = state.sessions.get(pending[P_SESSION]) if pending[P_SESSION] else None
+        login_ctx = Context.from_list(session[S_CTX]) if session and session[S_CTX] else None
+        code_ctx = Context.from_list(pending[P_CTX]) if pending[P_CTX] else None
+        flow = _flow(pending, session)
+        ctx = login_ctx or code_ctx
+        waited = self.cfg["verify_window_s"] > 0
+        verified = bool(pending[P_VERIFIED]) if waited or pending[P_VERIFIED] else None
+        sig = Signals(t=t, purpose=pending[P_PURPOSE], flow=flow, ctx=ctx, verified=verified,
+                      failed_attempts=pending[P_FAILED],
+                      codes_in_window=_codes_near(state.code_times, t, self.cfg["bombing_window_s"]),
+                      feedback_not_me=len(pending) > P_DEADLINE + 1)
+        self._cross_user(sig, ctx, t)
+        verdict = score_code(state.baseline, self.population, sig, self.cfg)
+        severity = verdict.severity
+        alerted = severity is not None and (
+            SEVERITY_RANK[severity] >= SEVERITY_RANK[self.cfg["alert_min_severity"]])
+        actions = self.policy.actions(flow, severity, verdict.codes()) if alerted else []
+        record = ScoreRecord(code_id, user_id, pending[P_TS], verdict.score, verdict.issue_score,
+                             severity, alerted, actions, flow, pending[P_PURPOSE])
+        out.append(record)
+        self.stats["codes_decided"] += 1
+        if ctx is not None and ctx.ip is not None and verified is not None:
+            for key in _network_keys(ctx):
+                net = self._network(key)
+                net.outcome(int(t), verified)
+                self.networks[key] = net
+        keep_ctx = ctx.to_list() if ctx is not None and (alerted or not verified) else None
+        status = "escalated" if sig.feedback_not_me else "open"
+        state.remember([code_id, int(t), pending[P_TS], verdict.score, severity, flow, int(alerted),
+                        pending[P_PURPOSE], pending[P_CHANNEL],
+                        [r["code"] for r in verdict.reasons() if r["weight"] > 0][:8], keep_ctx,
+                        status], self.cfg["recent_codes_kept"], int(self.watermark))
+        if alerted:
+            self.stats["alerts"] += 1
+            out.append(self._alert(user_id, state, pending, verdict, flow, actions, login_ctx,
+                                   code_ctx, status))
+
+    def _cross_user(self, sig: Signals, ctx: Context | None, t: float) -> None:
+        if ctx is None or ctx.ip is None:
+            return
+        window = self.cfg["fanout_window_s"]
+        keys = _network_keys(ctx)
+        ip_state = self.networks.get(keys[0])
+        if ip_state is not None:
+            sig.ip_users = ip_state.distinct_users(int(t), window)
+            sig.ip_failure_ratio = ip_state.failure_ratio()
+        if len(keys) > 1 and (net := self.networks.get(keys[1])) is not None:
+            sig.net_users = net.distinct_users(int(t), window)
+            sig.net_failure_ratio = net.failure_ratio()
+            decided = net.verified + net.unverified
+            sig.net_decided = decided
+            sig.net_unverified_ratio = net.unverified / decided if decided >= 1 else None
+
+    def _alert(self, user_id: str, state: UserState, pending: list, verdict: Verdict, flow: str,
+               actions: list[str], login_ctx: Context | None, code_ctx: Context | None,
+               status: str) -> Alert:
+        proven = state.baseline.proven
+        confidence = round(min(1.0, 0.5 + 0.5 * min(proven, 10) / 10) * verdict.score, 3)
+        return Alert(
+            alert_id=alert_id_for(pending[P_ID]), kind="created", code_event_id=pending[P_ID],
+            user_id=user_id, ts=utc_iso(pending[P_T]), decided_ts=utc_iso(self.watermark),
+            score=verdict.score, issue_score=verdict.issue_score, severity=verdict.severity,
+            confidence=confidence, flow=flow, purpose=pending[P_PURPOSE],
+            channel=pending[P_CHANNEL], reasons=verdict.reasons(), actions=actions,
+            observed={"login": login_ctx.to_dict() if login_ctx else None,
+                      "code": code_ctx.to_dict() if code_ctx else None},
+            baseline=state.baseline.summary(), status=status)
+
+    def _update(self, event: UserFeedback, state: UserState, record: list, status: str,
+                code: str, detail: str, weight: float) -> Alert:
+        """Re-emit an alert (same id) after the user's feedback."""
+        if status == "escalated":
+            severity, score = "critical", max(record[R_SCORE], self.cfg["severity"]["critical"])
+        else:
+            severity, score = "low", min(record[R_SCORE], self.cfg["severity"]["low"])
+        flow = record[R_FLOW]
+        signals = set(record[R_REASONS]) | ({code} if weight > 0 else set())
+        actions = self.policy.actions(flow, severity, signals) if status == "escalated" else []
+        reasons = [{"code": code, "detail": detail, "weight": weight}] + [
+            {"code": c, "detail": "as in the original alert", "weight": 0.0} for c in record[R_REASONS]]
+        ctx = Context.from_list(record[R_CTX]) if record[R_CTX] else None
+        kind = "updated" if record[R_ALERTED] else "created"
+        self.stats["alert_updates" if record[R_ALERTED] else "alerts"] += 1
+        record[R_ALERTED] = 1
+        return Alert(
+            alert_id=alert_id_for(record[R_ID]), kind=kind, code_event_id=record[R_ID],
+            user_id=event.user_id, ts=utc_iso(record[R_T]), decided_ts=utc_iso(event.t),
+            score=round(score, 6), issue_score=record[R_SCORE], severity=severity,
+            confidence=1.0, flow=flow, purpose=record[R_PURPOSE], channel=record[R_CHANNEL],
+            reasons=reasons, actions=actions,
+            observed={"login": None, "code": ctx.to_dict() if ctx else None},
+            baseline=state.baseline.summary(), status=status,
+            extra={"feedback_event_id": event.event_id})
+
+
+def _flow(pending: list, session: list | None) -> str:
+    """Was the password typed correctly before this code? (decides force_password_reset)"""
+    if pending[P_PURPOSE] == "password_reset":
+        return "no_password"
+    if pending[P_SESSION] is None:
+        return "no_session"
+    if session is None:
+        return "login_missing"
+    return "password_verified" if session[S_PASSWORD_OK] else "no_password"
+
+
+def _network_keys(ctx: Context) -> list[str]:
+    keys = [f"ip:{ctx.ip}"]
+    if ctx.network and not ctx.private:
+        keys.append(f"net:{ctx.network}")
+    return keys
+
+
+def _codes_near(times: list[int], t: float, window: int) -> int:
+    return sum(1 for x in times if t - window <= x <= t + window)

@@ -1,0 +1,163 @@
+"""Enrichment: IP -> network / ASN / place, User-Agent -> families, all cached.
+
+GeoIP lookups cost ~40 µs each, and identity traffic repeats the same addresses all day,
+so every answer is cached per IP. Pre-enriched fields on the event (geo, asn, as_org)
+win over lookups: the identity platform often knows better (e.g. its own CDN headers).
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import geoip2.database
+import geoip2.errors
+
+from .contract import Event
+from .useragent import ua_family
+
+
+@dataclass(frozen=True, slots=True)
+class IpInfo:
+    """What an IP address tells, independent of the user."""
+    ip: str
+    prefix: str                  # /24 (IPv4) or /48 (IPv6): "the same line at home"
+    network: str                 # "AS1234" when known, else a /16 (v4) or /32 (v6) block
+    asn: int | None
+    as_org: str | None
+    country: str | None
+    city: str | None
+    lat: float | None
+    lon: float | None
+    private: bool                # RFC 1918, loopback, link-local, reserved: no geo
+
+
+@dataclass(slots=True)
+class Context:
+    """Who asked: the client context of a login or of a code request."""
+    ip: str | None = None
+    prefix: str | None = None
+    network: str | None = None
+    asn: int | None = None
+    as_org: str | None = None
+    country: str | None = None
+    city: str | None = None      # "CC/City" so that Paris, FR and Paris, US differ
+    lat: float | None = None
+    lon: float | None = None
+    private: bool = False
+    device_id: str | None = None
+    user_agent: str | None = None
+    browser: str | None = None   # "Chrome|Windows|desktop"
+    os: str | None = None        # "Windows|desktop"
+
+    def features(self) -> dict[str, tuple[str | None, ...]]:
+        """Hierarchical feature values, coarse to fine, as the baseline stores them."""
+        return {
+            "net": (self.network, self.prefix),
+            "loc": (self.country, self.city),
+            "ua": (self.os, self.browser),
+            "dev": (self.device_id,),
+        }
+
+    def to_list(self) -> list:
+        return [self.ip, self.prefix, self.network, self.asn, self.as_org, self.country,
+                self.city, self.lat, self.lon, self.private, self.device_id,
+                (self.user_agent or "")[:256] or None, self.browser, self.os]
+
+    @classmethod
+    def from_list(cls, values: list) -> "Context":
+        return cls(*values)
+
+    def to_dict(self) -> dict:
+        city = self.city.split("/", 1)[1] if self.city else None
+        return {"ip": self.ip, "network": self.network, "prefix": self.prefix,
+                "asn": self.asn, "as_org": self.as_org, "country": self.country,
+                "city": city, "lat": self.lat, "lon": self.lon, "private_ip": self.private,
+                "device_id": self.device_id, "user_agent": self.user_agent,
+                "ua_family": self.browser}
+
+
+def _open(path: str | Path | None):
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"GeoIP database not found: {path}")
+    return geoip2.database.Reader(str(path))
+
+
+class Enricher:
+    """Turns an event's client fields into a :class:`Context` (cached per IP)."""
+
+    def __init__(self, city_db: str | Path | None = None, asn_db: str | Path | None = None,
+                 cache_size: int = 262144):
+        self.city_reader = _open(city_db)
+        self.asn_reader = _open(asn_db)
+        self.cache_size = cache_size
+        self._cache: dict[str, IpInfo] = {}
+        self.lookups = 0
+
+    def close(self) -> None:
+        for reader in (self.city_reader, self.asn_reader):
+            if reader is not None:
+                reader.close()
+
+    def ip_info(self, ip: str) -> IpInfo:
+        info = self._cache.get(ip)
+        if info is None:
+            info = self._lookup(ip)
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))   # FIFO eviction: cheap, good enough
+            self._cache[ip] = info
+        return info
+
+    def _lookup(self, ip: str) -> IpInfo:
+        self.lookups += 1
+        addr = ipaddress.ip_address(ip)
+        v4 = addr.version == 4
+        prefix = str(ipaddress.ip_network(f"{ip}/{24 if v4 else 48}", strict=False))
+        block = str(ipaddress.ip_network(f"{ip}/{16 if v4 else 32}", strict=False))
+        private = not addr.is_global
+        asn = org = country = city = lat = lon = None
+        if not private and self.city_reader is not None:
+            try:
+                rec = self.city_reader.city(ip)
+                country = rec.country.iso_code
+                if rec.city.name:
+                    city = f"{country or '??'}/{rec.city.name}"
+                lat, lon = rec.location.latitude, rec.location.longitude
+            except (geoip2.errors.AddressNotFoundError, ValueError):
+                pass
+        if not private and self.asn_reader is not None:
+            try:
+                rec = self.asn_reader.asn(ip)
+                asn, org = rec.autonomous_system_number, rec.autonomous_system_organization
+            except (geoip2.errors.AddressNotFoundError, ValueError):
+                pass
+        network = f"AS{asn}" if asn is not None else ("private" if private else block)
+        return IpInfo(ip, prefix, network, asn, org, country, city, lat, lon, private)
+
+    def context(self, event: Event) -> Context | None:
+        """The event's client context, or None when it carries none at all."""
+        if event.ip is None and event.device_id is None and not event.user_agent:
+            return None
+        ctx = Context(device_id=event.device_id, user_agent=event.user_agent)
+        if event.ip is not None:
+            info = self.ip_info(event.ip)
+            ctx.ip, ctx.prefix, ctx.private = info.ip, info.prefix, info.private
+            ctx.asn, ctx.as_org, ctx.network = info.asn, info.as_org, info.network
+            ctx.country, ctx.city, ctx.lat, ctx.lon = info.country, info.city, info.lat, info.lon
+        if event.asn is not None:                      # pre-enrichment wins
+            ctx.asn, ctx.network = event.asn, f"AS{event.asn}"
+            ctx.as_org = event.as_org or ctx.as_org
+        geo = event.geo
+        if geo is not None:
+            if geo.country:
+                ctx.country = geo.country
+            if geo.city:
+                ctx.city = f"{ctx.country or '??'}/{geo.city}"
+            if geo.lat is not None and geo.lon is not None:
+                ctx.lat, ctx.lon = geo.lat, geo.lon
+        fam = ua_family(event.user_agent)
+        if fam is not None:
+            ctx.browser, ctx.os = fam.browser_key, fam.os_key
+        return ctx

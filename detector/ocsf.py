@@ -1,0 +1,300 @@
+"""Native alert -> OCSF Detection Finding (class 2004), for SOC pipelines that speak OCSF.
+
+Pure and deterministic like the rest of detector/: every time in the finding comes from the
+alert's own event-time fields, never from the wall clock, so a replay of the same events
+produces byte-identical findings. The finding uid is the alert_id, so a `kind=updated`
+re-emission (activity Update) lands on the same finding in the SIEM.
+
+Field names follow OCSF 1.5 (Detection Finding gained ``anomaly_analyses`` in 1.5). Native
+fields without an OCSF home are kept in ``unmapped`` so nothing the detector knew is lost.
+The emitted subset is pinned by ``schemas/ocsf_detection_finding.json``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+from straycode import __version__
+from straycode.detector.contract import parse_ts
+
+OCSF_VERSION = "1.5.0"
+CLASS_UID = 2004           # Detection Finding
+CATEGORY_UID = 2           # Findings
+ACTIVITY = {"created": (1, "Create"), "updated": (2, "Update")}
+SEVERITY = {"low": (2, "Low"), "medium": (3, "Medium"), "high": (4, "High"),
+            "critical": (5, "Critical")}
+RISK_LEVEL = {"low": (1, "Low"), "medium": (2, "Medium"), "high": (3, "High"),
+              "critical": (4, "Critical")}
+STATUS = {"open": (1, "New"), "escalated": (2, "In Progress"), "benign": (3, "Suppressed")}
+FORMATS = ("ocsf", "native", "both")
+
+TITLES = {
+    "password_verified": "Security code requested after the correct password from an unfamiliar context",
+    "no_password": "Security code requested without a password (reset-flow abuse or SMS pumping)",
+    "no_session": "Security code requested outside any known session",
+    "login_missing": "Security code requested but its login event never arrived",
+}
+TYPES = {
+    "password_verified": ["Unrequested security code", "Credential compromise"],
+    "no_password": ["Unrequested security code", "Password reset abuse / SMS pumping"],
+    "no_session": ["Unrequested security code", "Orphan code request"],
+    "login_missing": ["Unrequested security code", "Telemetry gap"],
+}
+REMEDIATION = {
+    "password_verified": (
+        "The user's correct password was typed from a context they have never proven. Treat the "
+        "password as known to someone else: force a password reset, revoke active sessions and "
+        "refresh tokens, confirm with the user out of band (not via the channel that received the "
+        "code), and review recent account changes made from the observed IP/device."),
+    "no_password": (
+        "No password was involved (password-reset flow or SMS pumping): do NOT force a password "
+        "reset or lock the account. Check whether the same IP/network requested codes for other "
+        "users, rate-limit or block that source and the reset/OTP endpoint for it, and tell the "
+        "user to ignore codes they did not ask for."),
+    "no_session": (
+        "The code was requested outside any session we know of, so no password is proven to be "
+        "known. Do not reset the password on this alert alone: review the requesting IP/network "
+        "for fan-out across users and rate-limit it; notify the user."),
+    "login_missing": (
+        "The code's login event never reached straycode, so the flow is unknown. Check the "
+        "identity-platform event feed for gaps, then review the request context manually before "
+        "any account action."),
+}
+
+# word in a reason code (split on "_") -> (key in the observed context, key in the baseline)
+_SIGNALS = (
+    ("device", "device_id", "devices"),
+    ("browser", "ua", "browsers"),
+    ("ua", "ua", "browsers"),
+    ("agent", "ua", "browsers"),
+    ("country", "country", "countries"),
+    ("city", "city", "cities"),
+    ("travel", "city", "last_verified_place"),
+    ("network", "network", "networks"),
+    ("asn", "network", "networks"),
+    ("ip", "ip", "networks"),
+)
+# native keys fully represented by to_ocsf(); every other key is copied to `unmapped`
+_MAPPED = frozenset({"alert_id", "kind", "user_id", "ts", "decided_ts", "severity", "status",
+                     "observed"})
+
+
+class AlertFormatError(ValueError):
+    """render_alert() was asked for a format it does not know."""
+
+
+def _ms(ts: str) -> int:
+    return int(round(parse_ts(ts) * 1000))
+
+
+def _endpoint(ctx: dict) -> dict:
+    """A native request context -> OCSF Network Endpoint (src_endpoint)."""
+    ep: dict[str, Any] = {}
+    if ctx.get("ip"):
+        ep["ip"] = ctx["ip"]
+    loc = {k: ctx[k] for k in ("country", "city") if ctx.get(k)}
+    if ctx.get("lat") is not None and ctx.get("lon") is not None:
+        loc["lat"], loc["long"] = ctx["lat"], ctx["lon"]
+    if loc:
+        ep["location"] = loc
+    if ctx.get("asn") is not None or ctx.get("as_org"):
+        asys = {}
+        if ctx.get("asn") is not None:
+            asys["number"] = int(ctx["asn"])
+        if ctx.get("as_org"):
+            asys["name"] = ctx["as_org"]
+        ep["autonomous_system"] = asys
+    return ep
+
+
+def _evidence(name: str, uid: str | None, ctx: dict, user: dict) -> dict:
+    ev: dict[str, Any] = {"name": name, "actor": {"user": dict(user)}, "user": dict(user)}
+    if uid:
+        ev["uid"] = uid
+    ep = _endpoint(ctx)
+    if ep:
+        ev["src_endpoint"] = ep
+    if ctx.get("device_id"):
+        ev["device"] = {"uid": ctx["device_id"], "type_id": 0, "type": "Unknown"}
+    if ctx.get("ua"):
+        ev["http_request"] = {"user_agent": ctx["ua"]}
+    return ev
+
+
+def _observations(value: Any) -> list[dict]:
+    """Baseline values (a count, a list or a mapping) -> OCSF Observation list."""
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, (int, float, list, dict, str)):
+        return [{"value": str(value)}]
+    if isinstance(value, (int, float)):
+        return [{"value": "distinct_values", "count": int(value)}]
+    if isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
+        return [{"value": str(k), "count": v} for k, v in value.items()]
+    if isinstance(value, dict):
+        return [{"value": json.dumps(value, sort_keys=True, separators=(",", ":"))}]
+    if isinstance(value, list):
+        return [{"value": v if isinstance(v, str) else json.dumps(v, sort_keys=True)}
+                for v in value]
+    return [{"value": value}]
+
+
+def _anomaly_analyses(alert: dict) -> list[dict]:
+    """One Anomaly per reason: what we saw on the code request vs. the user's history."""
+    code_ctx = (alert.get("observed") or {}).get("code") or {}
+    baseline = alert.get("baseline") or {}
+    anomalies, baselines, seen_base = [], [], set()
+    for reason in alert.get("reasons") or []:
+        code = reason["code"]
+        words = set(code.split("_"))
+        ctx_key, base_key = next(((ck, bk) for w, ck, bk in _SIGNALS if w in words),
+                                 (None, None))
+        observed = code_ctx.get(ctx_key) if ctx_key else None
+        obs = [{"value": str(observed)}] if observed not in (None, "") else []
+        obs.append({"value": reason.get("detail") or code})
+        anomalies.append({"observation_type": "Deviation Analysis",
+                          "observed_attribute": ctx_key or code,
+                          "observed_pattern": "UNSEEN" if ctx_key else "ANOMALOUS",
+                          "observations": obs})
+        if base_key and base_key not in seen_base and base_key in baseline:
+            seen_base.add(base_key)
+            baselines.append({"observation_type": "Frequency Analysis",
+                              "observed_attribute": base_key,
+                              "observed_pattern": "FREQUENT",
+                              "observations": _observations(baseline[base_key]) or
+                              [{"value": "none"}]})
+    if "proven_signins" in baseline:
+        baselines.insert(0, {"observation_type": "Frequency Analysis",
+                             "observed_attribute": "proven_signins",
+                             "observations": [{"value": "proven_signins",
+                                               "count": int(baseline["proven_signins"])}]})
+    if not anomalies:
+        return []
+    return [{"analysis_target": {"name": alert["user_id"], "type": "User Account"},
+             "anomalies": anomalies, "baselines": baselines}]
+
+
+def _desc(alert: dict) -> str:
+    parts = [f"{alert.get('channel') or 'unknown-channel'} code for "
+             f"{alert.get('purpose') or 'unknown purpose'} to user {alert['user_id']} "
+             f"(flow {alert['flow']}, score {alert['score']:.3f})."]
+    details = [r.get("detail") or r["code"] for r in alert.get("reasons") or []]
+    if details:
+        parts.append("Reasons: " + "; ".join(details) + ".")
+    if alert.get("actions"):
+        parts.append("Recommended: " + ", ".join(alert["actions"]) + ".")
+    return " ".join(parts)
+
+
+def _confidence_id(conf: float) -> tuple[int, str]:
+    if conf >= 0.8:
+        return 3, "High"
+    if conf >= 0.5:
+        return 2, "Medium"
+    return 1, "Low"
+
+
+def to_ocsf(alert: dict) -> dict:
+    """Serialise a native alert (Alert.to_dict()) as an OCSF Detection Finding."""
+    kind = alert["kind"]
+    activity_id, activity_name = ACTIVITY[kind]
+    sev_id, sev_name = SEVERITY[alert["severity"]]
+    risk_id, risk_name = RISK_LEVEL[alert["severity"]]
+    status_id, status_name = STATUS[alert["status"]]
+    conf_id, conf_name = _confidence_id(float(alert["confidence"]))
+    flow = alert["flow"]
+    created_ms, decided_ms = _ms(alert["ts"]), _ms(alert["decided_ts"])
+    user = {"uid": alert["user_id"], "type_id": 1, "type": "User"}
+    observed = alert.get("observed") or {}
+
+    evidences = [_evidence("code_request", alert.get("code_event_id"),
+                           observed.get("code") or {}, user)]
+    if observed.get("login"):
+        evidences.append(_evidence("login", None, observed["login"], user))
+
+    finding_info = {
+        "uid": alert["alert_id"],
+        "title": TITLES[flow],
+        "desc": _desc(alert),
+        "types": list(TYPES[flow]),
+        "created_time": created_ms,
+        "first_seen_time": created_ms,
+        "last_seen_time": decided_ms,
+        "analytic": {"uid": f"straycode.{flow}", "name": f"straycode {flow} code scoring",
+                     "type_id": 2, "type": "Behavioral", "category": "Account Takeover"},
+    }
+    if kind == "updated":
+        finding_info["modified_time"] = decided_ms
+
+    finding = {
+        "class_uid": CLASS_UID, "class_name": "Detection Finding",
+        "category_uid": CATEGORY_UID, "category_name": "Findings",
+        "activity_id": activity_id, "activity_name": activity_name,
+        "type_uid": CLASS_UID * 100 + activity_id,
+        "type_name": f"Detection Finding: {activity_name}",
+        "time": decided_ms,
+        "start_time": created_ms, "end_time": decided_ms,
+        "severity_id": sev_id, "severity": sev_name,
+        "status_id": status_id, "status": status_name,
+        "is_alert": alert["status"] != "benign",
+        "confidence_id": conf_id, "confidence": conf_name,
+        "confidence_score": int(round(float(alert["confidence"]) * 100)),
+        "risk_score": int(round(float(alert["score"]) * 100)),
+        "risk_level_id": risk_id, "risk_level": risk_name,
+        "finding_info": finding_info,
+        "evidences": evidences,
+        "resources": [{"uid": alert["user_id"], "type": "User Account"}],
+        "remediation": {"desc": REMEDIATION[flow]},
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": f"{alert['alert_id']}:{kind}:{decided_ms}",
+            "correlation_uid": alert["alert_id"],
+            "product": {"name": "straycode", "vendor_name": "straycode project",
+                        "version": __version__},
+        },
+        "unmapped": {k: copy.deepcopy(v) for k, v in alert.items() if k not in _MAPPED},
+    }
+    analyses = _anomaly_analyses(alert)
+    if analyses:
+        finding["anomaly_analyses"] = analyses
+    networks = {k: ctx.get("network") for k, ctx in observed.items() if ctx}
+    if any(networks.values()):  # the /24 or ASN key the detector grouped the IP under
+        finding["unmapped"]["observed_network"] = networks
+    return finding
+
+
+def render_alert(alert: dict, fmt: str) -> dict:
+    """The JSON object to write for an alert in the configured `alerts.format`."""
+    if fmt == "native":
+        return alert
+    if fmt == "ocsf":
+        return to_ocsf(alert)
+    if fmt == "both":
+        return {"native": alert, "ocsf": to_ocsf(alert)}
+    raise AlertFormatError(f"alerts.format must be one of {FORMATS}, not {fmt!r}")
+
+
+def native_from_record(record: dict) -> dict:
+    """Recover the native alert from a line written in any alerts.format.
+
+    OCSF-only lines do not carry every native field the hooks need (actions are in
+    ``unmapped`` but not observed/baseline at full fidelity), so they are rejected."""
+    if "native" in record and isinstance(record["native"], dict):
+        return record["native"]
+    if "alert_id" in record:
+        return record
+    raise ValueError("record is neither a native alert nor {native, ocsf}; "
+                     "write alerts with alerts.format native or both to dispatch them")
+
+
+@lru_cache(maxsize=None)
+def _schema_text(name: str) -> str:
+    return files("straycode.detector").joinpath(f"schemas/{name}").read_text()
+
+
+def schema(name: str = "ocsf_detection_finding.json") -> dict:
+    """One of the alert JSON Schemas: 'alert.v1.json' or 'ocsf_detection_finding.json'."""
+    return json.loads(_schema_text(name))

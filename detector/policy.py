@@ -1,0 +1,51 @@
+"""Actions from the declarative policy (config/policy.yaml), with a hard guardrail.
+
+The guardrail lives in code, not only in YAML: actions that lock a user out or reset
+their password (``password_actions``) are only ever recommended when the flow proves the
+password was typed correctly. A password-reset flood or SMS pumping involves no password,
+and resetting it would punish the victim for someone else's traffic.
+"""
+from __future__ import annotations
+
+SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+ACTION_ORDER = ("force_password_reset", "revoke_sessions", "lock_account", "notify_user", "review")
+FLOWS = ("password_verified", "no_password", "no_session", "login_missing")
+GUARDED = frozenset({"force_password_reset", "revoke_sessions", "lock_account"})
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+class Policy:
+    def __init__(self, policy: dict):
+        self.rules = policy.get("rules", [])
+        self.guarded = GUARDED | set(policy.get("password_actions", []))
+        for rule in self.rules:
+            when = rule.get("when", {})
+            unknown = set(when) - {"flow", "min_severity", "signals_any"}
+            if unknown:
+                raise ValueError(f"policy rule {rule.get('name')!r}: unknown condition(s) {sorted(unknown)}")
+            for flow in _as_list(when.get("flow", [])):
+                if flow not in FLOWS:
+                    raise ValueError(f"policy rule {rule.get('name')!r}: unknown flow {flow!r}")
+            for action in rule.get("actions", []):
+                if action not in ACTION_ORDER:
+                    raise ValueError(f"policy rule {rule.get('name')!r}: unknown action {action!r}")
+
+    def actions(self, flow: str, severity: str | None, signals: set[str]) -> list[str]:
+        if severity is None:
+            return []
+        chosen: set[str] = set()
+        for rule in self.rules:
+            when = rule.get("when", {})
+            if "flow" in when and flow not in _as_list(when["flow"]):
+                continue
+            if SEVERITY_RANK[severity] < SEVERITY_RANK[when.get("min_severity", "low")]:
+                continue
+            if "signals_any" in when and not signals.intersection(when["signals_any"]):
+                continue
+            chosen.update(rule.get("actions", []))
+        if flow != "password_verified":
+            chosen -= self.guarded
+        return [a for a in ACTION_ORDER if a in chosen]

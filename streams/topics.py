@@ -1,0 +1,74 @@
+"""Topic declarations. Every value is raw bytes: decoding and contract validation happen
+in our code so that a bad message becomes a dead letter instead of a crashed stream.
+Keys are the user_id (inputs, alerts, scores) or the network key (network_ops)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import faust
+
+INPUT_KEYS = ("logins", "codes", "events")
+RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+@dataclass
+class Topics:
+    inputs: faust.TopicT          # logins + codes + combined events: one co-partitioned source
+    alerts: faust.TopicT
+    scores: faust.TopicT
+    dead_letters: faust.TopicT
+    network_ops: faust.TopicT     # repartition stage: user agent -> network agent
+
+
+def input_topic_names(kcfg: Mapping) -> list[str]:
+    names = [kcfg["topics"][k] for k in INPUT_KEYS if kcfg["topics"].get(k)]
+    return list(dict.fromkeys(names))
+
+
+def declare_topics(app: faust.App, kcfg: Mapping) -> Topics:
+    t = kcfg["topics"]
+    n = int(kcfg["partitions"])
+
+    def one(name: str) -> faust.TopicT:
+        return app.topic(name, partitions=n, **RAW)
+
+    return Topics(
+        inputs=app.topic(*input_topic_names(kcfg), partitions=n, **RAW),
+        alerts=one(t["alerts"]), scores=one(t["scores"]),
+        dead_letters=one(t["dead_letters"]),
+        network_ops=app.topic(t["network_ops"], partitions=n, internal=True, **RAW),
+    )
+
+
+def all_topic_names(kcfg: Mapping) -> list[str]:
+    t = kcfg["topics"]
+    return input_topic_names(kcfg) + [t["alerts"], t["scores"], t["dead_letters"],
+                                      t["network_ops"]]
+
+
+def ensure_topics(kcfg: Mapping, names: list[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> list[str]:
+    """Create missing topics with the configured partition count (kafka-python admin).
+    Returns the names created. Input topics must share one partition count with the
+    tables, so they are created here rather than left to broker auto-creation."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from .connection import client_kwargs
+
+    names = names or all_topic_names(kcfg)
+    admin = KafkaAdminClient(**client_kwargs(kcfg, env))
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(n, int(kcfg["partitions"]),
+                                              int(kcfg["replication_factor"])) for n in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()

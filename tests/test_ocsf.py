@@ -1,0 +1,179 @@
+"""Alert feed: native and OCSF forms validate against the schemas kept in the repo, and the
+OCSF mapping carries what an analyst needs (severity, stable uid, update activity, evidence,
+flow-specific remediation)."""
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from alert_factory import make_alert
+from straycode.detector import ocsf
+
+
+@pytest.fixture(scope="module")
+def native_validator():
+    s = ocsf.schema("alert.v1.json")
+    jsonschema.Draft202012Validator.check_schema(s)
+    return jsonschema.Draft202012Validator(s)
+
+
+@pytest.fixture(scope="module")
+def ocsf_validator():
+    s = ocsf.schema("ocsf_detection_finding.json")
+    jsonschema.Draft202012Validator.check_schema(s)
+    return jsonschema.Draft202012Validator(s)
+
+
+FLOWS = ["password_verified", "no_password", "no_session", "login_missing"]
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("kind,status", [("created", "open"), ("updated", "escalated"),
+                                         ("updated", "benign")])
+def test_both_forms_validate(flow, kind, status, native_validator, ocsf_validator):
+    alert = make_alert(flow=flow, kind=kind, status=status)
+    native_validator.validate(alert)
+    finding = ocsf.to_ocsf(alert)
+    ocsf_validator.validate(finding)
+    json.dumps(finding)  # plain JSON, nothing exotic
+
+
+@pytest.mark.parametrize("severity,sev_id", [("low", 2), ("medium", 3), ("high", 4),
+                                             ("critical", 5)])
+def test_severity_ids(severity, sev_id):
+    f = ocsf.to_ocsf(make_alert(severity=severity))
+    assert f["severity_id"] == sev_id
+    assert f["severity"] == severity.capitalize()
+    assert f["risk_level"] == severity.capitalize()
+
+
+def test_class_activity_and_stable_uid():
+    created = make_alert(kind="created")
+    updated = make_alert(kind="updated", status="escalated", decided_ts="2026-03-14T10:02:00Z")
+    fc, fu = ocsf.to_ocsf(created), ocsf.to_ocsf(updated)
+    assert (fc["class_uid"], fc["category_uid"]) == (2004, 2)
+    assert (fc["activity_id"], fc["type_uid"]) == (1, 200401)
+    assert (fu["activity_id"], fu["type_uid"], fu["activity_name"]) == (2, 200402, "Update")
+    assert fc["finding_info"]["uid"] == fu["finding_info"]["uid"] == created["alert_id"]
+    assert fc["finding_info"]["created_time"] == fu["finding_info"]["created_time"]
+    assert "modified_time" not in fc["finding_info"]
+    assert fu["finding_info"]["modified_time"] == 1773482520000
+    assert fu["status_id"] == 2 and fu["status"] == "In Progress"
+    other = ocsf.to_ocsf(make_alert(code_event_id="evt-code-0002"))
+    assert other["finding_info"]["uid"] != fc["finding_info"]["uid"]
+
+
+def test_times_come_from_event_time_and_are_deterministic():
+    alert = make_alert(ts="2026-03-14T09:26:53.589Z", decided_ts="2026-03-14T09:31:53.589+00:00")
+    f1, f2 = ocsf.to_ocsf(alert), ocsf.to_ocsf(copy.deepcopy(alert))
+    assert f1 == f2
+    assert f1["finding_info"]["created_time"] == 1773480413589
+    assert f1["time"] == 1773480713589
+
+
+def test_scores_and_actor():
+    f = ocsf.to_ocsf(make_alert(score=0.934))
+    assert f["risk_score"] == 93 and isinstance(f["risk_score"], int)
+    assert f["confidence_score"] == 82 and f["confidence_id"] == 3
+    assert f["evidences"][0]["actor"]["user"]["uid"] == "u-alice"
+    assert f["metadata"]["product"]["name"] == "straycode"
+    assert f["metadata"]["version"].startswith("1.")
+
+
+def test_evidence_carries_login_and_code_context():
+    f = ocsf.to_ocsf(make_alert(flow="password_verified"))
+    names = [e["name"] for e in f["evidences"]]
+    assert names == ["code_request", "login"]
+    code = f["evidences"][0]
+    assert code["uid"] == "evt-code-0001"
+    assert code["src_endpoint"]["ip"] == "185.220.101.47"
+    assert code["src_endpoint"]["location"] == {"country": "DE", "city": "Frankfurt am Main"}
+    assert code["src_endpoint"]["autonomous_system"] == {"number": 208294, "name": "Example Hosting"}
+    assert "Chrome/126" in code["http_request"]["user_agent"]
+    # no-password flows have no login to show
+    assert [e["name"] for e in ocsf.to_ocsf(make_alert(flow="no_password"))["evidences"]] == [
+        "code_request"]
+
+
+def test_anomaly_analyses_compare_observed_with_baseline():
+    f = ocsf.to_ocsf(make_alert(flow="password_verified"))
+    (analysis,) = f["anomaly_analyses"]
+    assert analysis["analysis_target"] == {"name": "u-alice", "type": "User Account"}
+    by_attr = {a["observed_attribute"]: a for a in analysis["anomalies"]}
+    assert {"value": "DE"} in by_attr["country"]["observations"]
+    base = {b["observed_attribute"]: b for b in analysis["baselines"]}
+    assert base["countries"]["observations"] == [{"value": "GB"}]
+    assert base["devices"]["observations"] == [{"value": "distinct_values", "count": 2}]
+    assert base["proven_signins"]["observations"][0]["count"] == 41
+
+
+def test_remediation_differs_per_flow():
+    texts = {flow: ocsf.to_ocsf(make_alert(flow=flow))["remediation"]["desc"] for flow in FLOWS}
+    assert len(set(texts.values())) == len(FLOWS)
+    assert "force a password reset" in texts["password_verified"]
+    assert "do NOT force a password reset" in texts["no_password"]
+
+
+def test_unmapped_keeps_native_only_fields():
+    alert = make_alert()
+    alert["scenario_hint"] = "ato"
+    u = ocsf.to_ocsf(alert)["unmapped"]
+    for key in ("code_event_id", "flow", "purpose", "channel", "score", "issue_score",
+                "actions", "reasons", "baseline", "version", "scenario_hint"):
+        assert u[key] == alert[key], key
+    assert "alert_id" not in u and "user_id" not in u
+    assert u["observed_network"]["code"] == "AS208294"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda a: a.update(severity="severe"),
+    lambda a: a.update(kind="deleted"),
+    lambda a: a.pop("alert_id"),
+    lambda a: a.update(alert_id="sc-XYZ"),
+    lambda a: a.update(score=1.5),
+    lambda a: a.update(ts="yesterday"),
+    lambda a: a["reasons"][0].pop("code"),
+    lambda a: a.update(actions=["delete_user"]),
+    lambda a: a.update(flow="magic"),
+])
+def test_invalid_native_alert_fails(mutate, native_validator):
+    alert = make_alert()
+    mutate(alert)
+    with pytest.raises(jsonschema.ValidationError):
+        native_validator.validate(alert)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda f: f.update(class_uid=2001),
+    lambda f: f.update(type_uid=200402),           # Create activity with Update type
+    lambda f: f.update(severity_id=9),
+    lambda f: f.update(risk_score=0.93),
+    lambda f: f["finding_info"].pop("uid"),
+    lambda f: f.update(time="2026-03-14T09:26:53Z"),
+    lambda f: f["metadata"].pop("product"),
+    lambda f: f.update(evidences=[]),
+    lambda f: f["remediation"].update(desc=""),
+])
+def test_invalid_finding_fails(mutate, ocsf_validator):
+    finding = ocsf.to_ocsf(make_alert())
+    ocsf_validator.validate(finding)
+    mutate(finding)
+    with pytest.raises(jsonschema.ValidationError):
+        ocsf_validator.validate(finding)
+
+
+def test_render_alert_formats():
+    alert = make_alert()
+    assert ocsf.render_alert(alert, "native") is alert
+    assert ocsf.render_alert(alert, "ocsf") == ocsf.to_ocsf(alert)
+    both = ocsf.render_alert(alert, "both")
+    assert both == {"native": alert, "ocsf": ocsf.to_ocsf(alert)}
+    assert ocsf.native_from_record(both) is alert
+    assert ocsf.native_from_record(alert) is alert
+    with pytest.raises(ValueError):
+        ocsf.native_from_record(ocsf.to_ocsf(alert))
+    with pytest.raises(ocsf.AlertFormatError):
+        ocsf.render_alert(alert, "xml")
