@@ -27,8 +27,9 @@ PURPOSES = frozenset({"login", "password_reset", "security_settings", "payment",
 VERDICTS = frozenset({"not_me", "me"})
 MAX_ID = 256
 MAX_UA = 2048
-_TS_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+TS_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+              r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")   # = schema's
+_TS_RE = re.compile(TS_PATTERN)
 _COMMON = frozenset({"event_id", "type", "ts", "user_id", "ip", "user_agent",
                      "device_id", "geo", "asn", "as_org"})
 
@@ -167,9 +168,14 @@ def parse_ts(ts: str) -> float:
 @lru_cache(maxsize=262144)
 def _check_ip(ip: str) -> str:
     try:
-        return str(ipaddress.ip_address(ip))
+        if "%" in ip:                      # IPv6 zone ids are host-local: not a client address
+            raise ValueError(ip)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         raise ContractError("bad_ip", f"'ip'={ip[:64]!r} is not an IPv4/IPv6 address") from None
+    if addr.version == 6 and addr.ipv4_mapped is not None:   # dual-stack sockets log ::ffff:a.b.c.d
+        addr = addr.ipv4_mapped
+    return str(addr)
 
 
 def _num(value: Any, key: str, lo: float, hi: float) -> float | None:
@@ -201,7 +207,7 @@ def parse_event(obj: Any) -> Event:
     etype = obj.get("type")
     if etype is None:
         raise ContractError("missing_field", "'type' is required")
-    if etype not in _BUILDERS:
+    if type(etype) is not str or etype not in _BUILDERS:
         raise ContractError("unknown_type", f"'type'={str(etype)[:64]!r} is not one of {list(EVENT_TYPES)}")
     event_id = _str(obj, "event_id", required=True)
     user_id = _str(obj, "user_id", required=True)
@@ -211,6 +217,8 @@ def parse_event(obj: Any) -> Event:
     if ip is not None:
         ip = _check_ip(ip)
     asn = obj.get("asn")
+    if type(asn) is float and asn.is_integer():      # JSON Schema: 7.0 is the integer 7
+        asn = int(asn)
     if asn is not None and (type(asn) is not int or not 0 <= asn <= 4294967295):
         raise ContractError("bad_value", "'asn' must be an integer in [0, 2^32)")
     common = dict(

@@ -172,18 +172,19 @@ class Detector:
             matches = [max(matches, key=lambda p: (p[P_T], p[P_ID]))]
         if not matches:
             self.stats["verified_unmatched"] += 1
-        if event.success:
-            if event.session_id is not None:
-                self._learn_session(state, event.session_id, event.t)
-            for pending in matches:
-                if event.session_id is None and pending[P_CTX]:
-                    self._learn(state, Context.from_list(pending[P_CTX]), event.t)
         for pending in sorted(matches, key=lambda p: (p[P_T], p[P_ID])):
             if event.success:
                 pending[P_VERIFIED] = 1
             else:
                 pending[P_FAILED] += 1
             self._maybe_decide(event.user_id, state, pending, out)
+        # learn only after deciding: a code is scored against the history before it
+        if event.success:
+            if event.session_id is not None:
+                self._learn_session(state, event.session_id, event.t)
+            for pending in matches:
+                if event.session_id is None and pending[P_CTX]:
+                    self._learn(state, Context.from_list(pending[P_CTX]), event.t)
 
     def _on_device_trusted(self, event: DeviceTrusted, state: UserState, out: list[Output]) -> None:
         session = state.sessions.get(event.session_id)
@@ -269,7 +270,7 @@ class Detector:
         status = "escalated" if sig.feedback_not_me else "open"
         state.remember([code_id, int(t), pending[P_TS], verdict.score, severity, flow, int(alerted),
                         pending[P_PURPOSE], pending[P_CHANNEL],
-                        [r["code"] for r in verdict.reasons() if r["weight"] > 0][:8], keep_ctx,
+                        sorted(verdict.codes())[:8], keep_ctx,
                         status], self.cfg["recent_codes_kept"], int(self.watermark))
         if alerted:
             self.stats["alerts"] += 1

@@ -113,9 +113,12 @@ class Enricher:
     def _lookup(self, ip: str) -> IpInfo:
         self.lookups += 1
         addr = ipaddress.ip_address(ip)
-        v4 = addr.version == 4
-        prefix = str(ipaddress.ip_network(f"{ip}/{24 if v4 else 48}", strict=False))
-        block = str(ipaddress.ip_network(f"{ip}/{16 if v4 else 32}", strict=False))
+        if addr.version == 4:
+            a, b, c, _ = str(addr).split(".")
+            prefix, block = f"{a}.{b}.{c}.0/24", f"{a}.{b}.0.0/16"
+        else:
+            prefix = str(ipaddress.ip_network(f"{addr}/48", strict=False))
+            block = str(ipaddress.ip_network(f"{addr}/32", strict=False))
         private = not addr.is_global
         asn = org = country = city = lat = lon = None
         if not private and self.city_reader is not None:

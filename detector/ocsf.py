@@ -5,7 +5,8 @@ alert's own event-time fields, never from the wall clock, so a replay of the sam
 produces byte-identical findings. The finding uid is the alert_id, so a `kind=updated`
 re-emission (activity Update) lands on the same finding in the SIEM.
 
-Field names follow OCSF 1.5 (Detection Finding gained ``anomaly_analyses`` in 1.5). Native
+Field names follow OCSF 1.5.0, where Detection Finding gained ``anomaly_analyses`` (objects
+anomaly_analysis/anomaly/baseline/observation, PR ocsf-schema#1358/#1371). Native
 fields without an OCSF home are kept in ``unmapped`` so nothing the detector knew is lost.
 The emitted subset is pinned by ``schemas/ocsf_detection_finding.json``.
 """
@@ -18,7 +19,7 @@ from importlib.resources import files
 from typing import Any
 
 from straycode import __version__
-from straycode.detector.contract import parse_ts
+from straycode.detector.contract import parse_ts, utc_iso
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2004           # Detection Finding
@@ -64,19 +65,21 @@ REMEDIATION = {
         "any account action."),
 }
 
-# word in a reason code (split on "_") -> (key in the observed context, key in the baseline)
-_SIGNALS = (
-    ("device", "device_id", "devices"),
-    ("browser", "ua", "browsers"),
-    ("ua", "ua", "browsers"),
-    ("agent", "ua", "browsers"),
-    ("country", "country", "countries"),
-    ("city", "city", "cities"),
-    ("travel", "city", "last_verified_place"),
-    ("network", "network", "networks"),
-    ("asn", "network", "networks"),
-    ("ip", "ip", "networks"),
-)
+# reason code -> [(key in the observed context, key in the baseline)] it is about; codes
+# not listed (hour, fan-out, bombing, verification) are reported with their detail only
+_SIGNALS: dict[str, list[tuple[str | None, str | None]]] = {
+    "new_network_and_country": [("network", "networks"), ("country", "countries")],
+    "new_network": [("network", "networks")],
+    "new_place_known_network": [("city", "cities")],
+    "new_address_known_network": [("prefix", "networks")],
+    "new_device": [("device_id", "devices")],
+    "no_device_id": [("device_id", "devices")],
+    "known_device_new_browser": [("ua_family", "browsers")],
+    "impossible_travel": [("city", "last_verified_place")],
+    "fanout_ip": [("ip", None)],
+    "fanout_network": [("network", None)],
+    "network_reputation": [("network", None)],
+}
 # native keys fully represented by to_ocsf(); every other key is copied to `unmapped`
 _MAPPED = frozenset({"alert_id", "kind", "user_id", "ts", "decided_ts", "severity", "status",
                      "observed"})
@@ -119,8 +122,9 @@ def _evidence(name: str, uid: str | None, ctx: dict, user: dict) -> dict:
         ev["src_endpoint"] = ep
     if ctx.get("device_id"):
         ev["device"] = {"uid": ctx["device_id"], "type_id": 0, "type": "Unknown"}
-    if ctx.get("ua"):
-        ev["http_request"] = {"user_agent": ctx["ua"]}
+    ua = ctx.get("user_agent") or ctx.get("ua")
+    if ua:
+        ev["http_request"] = {"user_agent": ua}
     return ev
 
 
@@ -143,37 +147,38 @@ def _observations(value: Any) -> list[dict]:
 
 
 def _anomaly_analyses(alert: dict) -> list[dict]:
-    """One Anomaly per reason: what we saw on the code request vs. the user's history."""
-    code_ctx = (alert.get("observed") or {}).get("code") or {}
+    """One Anomaly per positive reason: what the code request showed vs. the user's history.
+    A code sent inside a login session has no client context of its own: use the login's."""
+    observed = alert.get("observed") or {}
+    code_ctx = observed.get("code") or observed.get("login") or {}
     baseline = alert.get("baseline") or {}
     anomalies, baselines, seen_base = [], [], set()
     for reason in alert.get("reasons") or []:
+        if reason.get("weight", 0) <= 0:        # evidence of normality, not a deviation
+            continue
         code = reason["code"]
-        words = set(code.split("_"))
-        ctx_key, base_key = next(((ck, bk) for w, ck, bk in _SIGNALS if w in words),
-                                 (None, None))
-        observed = code_ctx.get(ctx_key) if ctx_key else None
-        obs = [{"value": str(observed)}] if observed not in (None, "") else []
-        obs.append({"value": reason.get("detail") or code})
-        anomalies.append({"observation_type": "Deviation Analysis",
-                          "observed_attribute": ctx_key or code,
-                          "observed_pattern": "UNSEEN" if ctx_key else "ANOMALOUS",
-                          "observations": obs})
-        if base_key and base_key not in seen_base and base_key in baseline:
-            seen_base.add(base_key)
-            baselines.append({"observation_type": "Frequency Analysis",
-                              "observed_attribute": base_key,
-                              "observed_pattern": "FREQUENT",
-                              "observations": _observations(baseline[base_key]) or
-                              [{"value": "none"}]})
+        for ctx_key, base_key in _SIGNALS.get(code, [(None, None)]):
+            observed = code_ctx.get(ctx_key) if ctx_key else None
+            obs = [{"value": str(observed)}] if observed not in (None, "") else []
+            obs.append({"value": reason.get("detail") or code})
+            anomalies.append({"observation_type": "Deviation Analysis",
+                              "observation_parameter": ctx_key or code,
+                              "observed_pattern": code,
+                              "observations": obs})
+            if base_key and base_key not in seen_base and base_key in baseline:
+                seen_base.add(base_key)
+                baselines.append({"observation_type": "Frequency Analysis",
+                                  "observation_parameter": base_key,
+                                  "observations": _observations(baseline[base_key]) or
+                                  [{"value": "none"}]})
     if "proven_signins" in baseline:
         baselines.insert(0, {"observation_type": "Frequency Analysis",
-                             "observed_attribute": "proven_signins",
+                             "observation_parameter": "proven_signins",
                              "observations": [{"value": "proven_signins",
                                                "count": int(baseline["proven_signins"])}]})
     if not anomalies:
         return []
-    return [{"analysis_target": {"name": alert["user_id"], "type": "User Account"},
+    return [{"analysis_targets": [{"name": alert["user_id"], "type": "User Account"}],
              "anomalies": anomalies, "baselines": baselines}]
 
 
@@ -277,17 +282,54 @@ def render_alert(alert: dict, fmt: str) -> dict:
     raise AlertFormatError(f"alerts.format must be one of {FORMATS}, not {fmt!r}")
 
 
-def native_from_record(record: dict) -> dict:
-    """Recover the native alert from a line written in any alerts.format.
+def _context_from_evidence(ev: dict) -> dict:
+    ep = ev.get("src_endpoint") or {}
+    loc, asys = ep.get("location") or {}, ep.get("autonomous_system") or {}
+    return {"ip": ep.get("ip"), "asn": asys.get("number"), "as_org": asys.get("name"),
+            "country": loc.get("country"), "city": loc.get("city"), "lat": loc.get("lat"),
+            "lon": loc.get("long"), "device_id": (ev.get("device") or {}).get("uid"),
+            "user_agent": (ev.get("http_request") or {}).get("user_agent")}
 
-    OCSF-only lines do not carry every native field the hooks need (actions are in
-    ``unmapped`` but not observed/baseline at full fidelity), so they are rejected."""
-    if "native" in record and isinstance(record["native"], dict):
+
+def from_ocsf(finding: dict) -> dict:
+    """Rebuild the native alert from a finding written by to_ocsf().
+
+    Lossless for what consumers act on (ids, user, severity, flow, actions, reasons, scores,
+    times, requester context); the network grouping key comes back from `unmapped`."""
+    if finding.get("class_uid") != CLASS_UID or "finding_info" not in finding:
+        raise ValueError("not an OCSF Detection Finding")
+    un = dict(finding.get("unmapped") or {})
+    nets = un.pop("observed_network", None) or {}
+    info = finding["finding_info"]
+    evidences = {ev.get("name"): ev for ev in finding.get("evidences") or []}
+    user = next((ev.get("user", {}).get("uid") for ev in evidences.values()
+                 if (ev.get("user") or {}).get("uid")), None)
+    observed: dict[str, Any] = {"login": None, "code": None}
+    for name, key in (("code_request", "code"), ("login", "login")):
+        ev = evidences.get(name)
+        if ev and (ev.get("src_endpoint") or ev.get("device") or ev.get("http_request")):
+            observed[key] = {**_context_from_evidence(ev), "network": nets.get(key)}
+    kind = {v[0]: k for k, v in ACTIVITY.items()}[finding["activity_id"]]
+    alert = {"alert_id": info["uid"], "kind": kind, "user_id": user,
+             "ts": utc_iso(info["created_time"] / 1000),
+             "decided_ts": utc_iso(finding["time"] / 1000),
+             "severity": {v[0]: k for k, v in SEVERITY.items()}[finding["severity_id"]],
+             "status": {v[0]: k for k, v in STATUS.items()}[finding["status_id"]],
+             "observed": observed}
+    alert.update(un)
+    return alert
+
+
+def native_from_record(record: dict) -> dict:
+    """The native alert from a line written in any alerts.format (native, both or ocsf)."""
+    if isinstance(record.get("native"), dict):
         return record["native"]
+    if record.get("class_uid") == CLASS_UID:
+        return from_ocsf(record)
     if "alert_id" in record:
         return record
-    raise ValueError("record is neither a native alert nor {native, ocsf}; "
-                     "write alerts with alerts.format native or both to dispatch them")
+    raise ValueError("record is neither a native alert, an OCSF Detection Finding nor "
+                     "{native, ocsf}")
 
 
 @lru_cache(maxsize=None)

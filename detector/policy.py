@@ -32,6 +32,11 @@ class Policy:
             for action in rule.get("actions", []):
                 if action not in ACTION_ORDER:
                     raise ValueError(f"policy rule {rule.get('name')!r}: unknown action {action!r}")
+            if when.get("min_severity", "low") not in SEVERITY_RANK:
+                raise ValueError(f"policy rule {rule.get('name')!r}: unknown min_severity "
+                                 f"{when['min_severity']!r} (one of {list(SEVERITY_RANK)})")
+            if not isinstance(when.get("signals_any", []), list):
+                raise ValueError(f"policy rule {rule.get('name')!r}: signals_any must be a list")
 
     def actions(self, flow: str, severity: str | None, signals: set[str]) -> list[str]:
         if severity is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .baseline import Baseline, hour_of
 from .enrich import Context
@@ -30,9 +31,12 @@ SENSITIVE = frozenset({"security_settings", "payment"})
 @dataclass(slots=True)
 class Term:
     code: str
-    detail: str
+    detail: str | Callable[[], str]   # callables are rendered only when an alert needs them
     weight: float
     verification: bool = False     # depends on the code being entered (not known at issue time)
+
+    def text(self) -> str:
+        return self.detail if isinstance(self.detail, str) else self.detail()
 
 
 @dataclass(slots=True)
@@ -44,7 +48,7 @@ class Verdict:
 
     def reasons(self) -> list[dict]:
         ordered = sorted(self.terms, key=lambda term: (-term.weight, term.code))
-        return [{"code": term.code, "detail": term.detail, "weight": round(term.weight, 3)}
+        return [{"code": term.code, "detail": term.text(), "weight": round(term.weight, 3)}
                 for term in ordered]
 
     def codes(self) -> set[str]:
@@ -89,6 +93,15 @@ def _clip(x: float, cfg: dict) -> float:
     return max(w["term_min"], min(w["term_max"], x))
 
 
+def _mixture(raw_llr: float, share: float) -> float:
+    """Attacker = mixture: a `share` of attackers look like the user (same ISP, same city).
+
+    log LR = log((1 - share) * p_pop/p_user + share): familiarity can lower the odds by at
+    most log(share), so a local attacker is not cancelled out by the place alone.
+    """
+    return math.log((1.0 - share) * math.exp(min(raw_llr, 50.0)) + share)
+
+
 def _family_llr(b: Baseline, pop: Population, family: str, values: tuple, alpha: float) -> float:
     """Hierarchical log LR over (coarse, fine) levels of one feature family."""
     coarse, fine = values
@@ -118,17 +131,24 @@ def _combine(terms: list[float]) -> float:
 
 def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict) -> list[Term]:
     alpha = cfg["smoothing_alpha"]
+    local, on_device = cfg["local_attacker_share"], cfg["device_attacker_share"]
     out: list[Term] = []
-    summary = b.summary()
+    memo: list[dict] = []
+
+    def summary() -> dict:
+        if not memo:
+            memo.append(b.summary())
+        return memo[0]
     # --- network + location (move together when travelling)
     net = loc = 0.0
     if ctx.network is not None:
-        net = _clip(_family_llr(b, pop, "net", (ctx.network, ctx.prefix), alpha), cfg)
+        net = _clip(_mixture(_family_llr(b, pop, "net", (ctx.network, ctx.prefix), alpha), local), cfg)
     if ctx.country is not None:
-        loc = _clip(_family_llr(b, pop, "loc", (ctx.country, ctx.city), alpha), cfg)
-    netloc = _combine([net, loc])
+        loc = _clip(_mixture(_family_llr(b, pop, "loc", (ctx.country, ctx.city), alpha), local), cfg)
+    netloc = max(_combine([net, loc]), math.log(local))
     if ctx.network is not None or ctx.country is not None:
-        out.append(Term(*_netloc_reason(b, ctx, summary, net, loc), netloc))
+        out.append(Term(_netloc_code(b, ctx),
+                        lambda: _netloc_detail(ctx, summary(), net, loc), netloc))
     # --- device + user agent (a new phone changes both)
     dev = ua = 0.0
     known = b.device(ctx.device_id)
@@ -138,12 +158,12 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         count = max(known[2], 1) if known else 0
         n_dev = b.device_total() + (0 if known is None or known[2] else 1)
         p_user = (count + alpha * DEVICE_GLOBAL_P) / (n_dev + alpha)
-        dev = _clip(math.log(DEVICE_GLOBAL_P) - math.log(p_user), cfg)
-        if known and known[3]:
-            dev = _clip(dev - 1.0, cfg)
+        dev = _clip(_mixture(math.log(DEVICE_GLOBAL_P) - math.log(p_user), on_device), cfg)
     if ctx.os is not None:
-        ua = _clip(_family_llr(b, pop, "ua", (ctx.os, ctx.browser), alpha), cfg)
-    out.append(Term(*_devua_reason(b, ctx, summary, known, dev, ua), _combine([dev, ua])))
+        ua = _clip(_mixture(_family_llr(b, pop, "ua", (ctx.os, ctx.browser), alpha), local), cfg)
+    devua = max(_combine([dev, ua]), math.log(on_device if known else local))
+    out.append(Term(_devua_code(b, ctx, known),
+                    lambda: _devua_detail(ctx, summary(), known, dev, ua), devua))
     # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
     n_hours = sum(b.hours)
     if n_hours:
@@ -160,7 +180,7 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if b.last_place is not None and ctx.lat is not None and ctx.lon is not None:
         t_last, lat, lon, city = b.last_place
         km = haversine_km(lat, lon, ctx.lat, ctx.lon)
-        hours = max((t - t_last) / 3600.0, 1 / 60)
+        hours = max(abs(t - t_last) / 3600.0, 1 / 60)   # a decision may come after later proof
         if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
             out.append(Term("impossible_travel",
                             f"{city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
@@ -168,40 +188,46 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     return out
 
 
-def _netloc_reason(b: Baseline, ctx: Context, summary: dict, net: float, loc: float) -> tuple[str, str]:
+def _netloc_code(b: Baseline, ctx: Context) -> str:
+    if b.count("net0", ctx.network) and b.count("loc1", ctx.city):
+        return "known_network_and_place" if b.count("net1", ctx.prefix) else "new_address_known_network"
+    if b.count("net0", ctx.network):
+        return "new_place_known_network"
+    if b.count("loc0", ctx.country):
+        return "new_network"
+    return "new_network_and_country" if ctx.country else "new_network"
+
+
+def _netloc_detail(ctx: Context, summary: dict, net: float, loc: float) -> str:
     where = (ctx.city or "").split("/", 1)[-1] or ctx.country or "unknown place"
     net_name = ctx.network + (f" ({ctx.as_org})" if ctx.as_org else "") if ctx.network else "unknown network"
     known_nets = ", ".join(summary["networks"]) or "none"
     known_places = ", ".join(summary["cities"] or summary["countries"]) or "none"
-    if b.count("net0", ctx.network) and b.count("loc1", ctx.city):
-        code = "known_network_and_place" if b.count("net1", ctx.prefix) else "new_address_known_network"
-    elif b.count("net0", ctx.network) or b.count("loc0", ctx.country):
-        code = "new_network" if not b.count("net0", ctx.network) else "new_place_known_network"
-    else:
-        code = "new_network_and_country" if ctx.country else "new_network"
-    detail = (f"{net_name} prefix {ctx.prefix} in {where}; user's networks: {known_nets}; "
-              f"places: {known_places} (network {net:+.1f}, location {loc:+.1f})")
-    return code, detail
+    return (f"{net_name} prefix {ctx.prefix} in {where}; user's networks: {known_nets}; "
+            f"places: {known_places} (network {net:+.1f}, location {loc:+.1f})")
 
 
-def _devua_reason(b: Baseline, ctx: Context, summary: dict, known: list | None,
-                  dev: float, ua: float) -> tuple[str, str]:
-    n_dev, n_trusted = summary["devices"], summary["trusted_devices"]
-    browsers = ", ".join(summary["browsers"]) or "none"
-    ua_text = ctx.browser or "no user agent"
+def _devua_code(b: Baseline, ctx: Context, known: list | None) -> str:
     if ctx.device_id is None:
-        code, what = "no_device_id", "no device id (cookie-less or blocked browser)"
+        return "no_device_id"
+    if known is None:
+        return "new_device"
+    if ctx.browser and not b.count("ua1", ctx.browser):
+        return "known_device_new_browser"
+    return "trusted_device" if known[3] else "known_device"
+
+
+def _devua_detail(ctx: Context, summary: dict, known: list | None, dev: float, ua: float) -> str:
+    if ctx.device_id is None:
+        what = "no device id (cookie-less or blocked browser)"
     elif known is None:
-        code, what = "new_device", f"device {ctx.device_id} never seen"
-    elif known[3]:
-        code, what = "trusted_device", f"device {ctx.device_id} is trusted"
+        what = f"device {ctx.device_id} never seen"
     else:
-        code, what = "known_device", f"device {ctx.device_id} seen {known[2]}x"
-    if code in ("known_device", "trusted_device") and ctx.browser and not b.count("ua1", ctx.browser):
-        code = "known_device_new_browser"
-    detail = (f"{what}; user has {n_dev} known devices ({n_trusted} trusted); {ua_text} vs "
-              f"known {browsers} (device {dev:+.1f}, user agent {ua:+.1f})")
-    return code, detail
+        what = f"device {ctx.device_id} seen {known[2]}x" + (", trusted" if known[3] else "")
+    browsers = ", ".join(summary["browsers"]) or "none"
+    return (f"{what}; user has {summary['devices']} known devices ({summary['trusted_devices']} "
+            f"trusted); {ctx.browser or 'no user agent'} vs known {browsers} "
+            f"(device {dev:+.1f}, user agent {ua:+.1f})")
 
 
 def context_terms(sig: Signals, cfg: dict) -> list[Term]:

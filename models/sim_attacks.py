@@ -39,9 +39,12 @@ class Attacks:
         lo = max(user.start, self.t0) + 0.5 * DAY
         return self.rnd.uniform(min(lo, self.t_end - DAY), self.t_end - 0.5 * DAY)
 
-    def device_ctx(self, net: Network, family_of: str | None, shared: bool = True) -> Ctx:
+    def device_ctx(self, net: Network, victim: User, shared: bool = True) -> Ctx:
         rnd = self.rnd
-        family = other_family(rnd, family_of or "chrome_windows")
+        used = {d.family for d in victim.devices}
+        if victim.new_phone is not None:
+            used.add(victim.new_phone.family)
+        family = other_family(rnd, used)
         device_id = f"d-{rnd.getrandbits(80):020x}" if rnd.random() < 0.7 else None
         ip = net.shared_ip(rnd) if shared else net.fixed_ip(rnd)
         return Ctx(ip, user_agent(rnd, family), device_id, net)
@@ -52,10 +55,10 @@ class Attacks:
         return self.rnd.choice([n for k in kinds for n in self.world.of(metro, k)])
 
     def code(self, t: float, user: User, ctx: Ctx, scenario: str, *, session: str | None,
-             purpose: str = "login") -> None:
+             purpose: str = "login", channel: str | None = None) -> None:
         rnd = self.rnd
         code_id = self.sink.code(t, user.user_id, ctx, session_id=session, purpose=purpose,
-                                 channel=user.channel, label=1, scenario=scenario,
+                                 channel=channel or user.channel, label=1, scenario=scenario,
                                  password_compromised=scenario in PASSWORD_KNOWN)
         if rnd.random() < self.cfg.feedback_attack:
             home = Ctx(user.home_ip, user.devices[0].user_agent, user.devices[0].device_id,
@@ -109,7 +112,7 @@ class Attacks:
             metro: Metro = rnd.choice(metros) if metros else user.metro
             nets = [n for n in self.world.of(metro, "broadband") + self.world.of(metro, "mobile")
                     if n is not user.home_net]
-            ctx = self.device_ctx(rnd.choice(nets), user.devices[0].family, shared=False)
+            ctx = self.device_ctx(rnd.choice(nets), user, shared=False)
             t = self.when(user)
             for _ in range(rnd.randint(1, 3)):
                 if rnd.random() < 0.3:
@@ -123,7 +126,7 @@ class Attacks:
         """Attacker on the victim's own ISP in the same city, other device and browser."""
         rnd = self.rnd
         for user in self.victims(share):
-            ctx = self.device_ctx(user.home_net, user.devices[0].family, shared=False)
+            ctx = self.device_ctx(user.home_net, user, shared=False)
             t = self.when(user)
             for _ in range(rnd.randint(1, 2)):
                 session = self.login(t, user, ctx, ok=True)
@@ -135,7 +138,7 @@ class Attacks:
         rnd = self.rnd
         for user in self.victims(share):
             net = self.foreign_net(user) if rnd.random() < 0.5 else rnd.choice(self.world.hosting)
-            ctx = self.device_ctx(net, user.devices[0].family)
+            ctx = self.device_ctx(net, user)
             t = self.when(user)
             for _ in range(rnd.randint(4, 12)):
                 session = self.login(t, user, ctx, ok=True)
@@ -147,7 +150,7 @@ class Attacks:
         rnd = self.rnd
         for user in self.victims(share):
             net = rnd.choice(self.world.hosting) if rnd.random() < 0.5 else self.foreign_net(user)
-            ctx = self.device_ctx(net, user.devices[0].family)
+            ctx = self.device_ctx(net, user)
             t = self.when(user)
             for _ in range(rnd.randint(1, 3)):
                 self.code(t, user, ctx, "reset_abuse", session=None, purpose="password_reset")
@@ -167,7 +170,7 @@ class Attacks:
             for user in run:
                 t_user = max(t, user.start + 1.0)
                 self.code(t_user, user, Ctx(ip, ua, None, net), "sms_pumping", session=None,
-                          purpose=purpose)
+                          purpose=purpose, channel="sms")
                 t += rnd.expovariate(1 / 20.0)
 
     def sensitive_change(self, share: float) -> None:
@@ -175,7 +178,7 @@ class Attacks:
         rnd = self.rnd
         for user in self.victims(share):
             net = self.foreign_net(user) if rnd.random() < 0.6 else rnd.choice(self.world.hosting)
-            ctx = self.device_ctx(net, user.devices[0].family)
+            ctx = self.device_ctx(net, user)
             t = self.when(user)
             session = self.login(t, user, ctx, ok=True)
             purpose = rnd.choice(["security_settings", "payment"])

@@ -68,6 +68,6 @@ def new_device(rnd: random.Random, kind: str, device_id: str | None, family: str
     return Device(device_id, family, kind, user_agent(rnd, family))
 
 
-def other_family(rnd: random.Random, family: str) -> str:
-    """A browser family different from ``family`` (an attacker's UA differs from the victim's)."""
-    return _pick(rnd, [(f, w) for f, w in DESKTOP + PHONE if f != family])
+def other_family(rnd: random.Random, used: set[str]) -> str:
+    """A browser family the victim does not use (an attacker's UA differs from theirs)."""
+    return _pick(rnd, [(f, w) for f, w in DESKTOP + PHONE if f not in used])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -181,12 +182,13 @@ def _build_world_cached(db_path: str, _stamp: tuple) -> World:
             continue
         metro = Metro(country, city, weight, offset, hub)
         metros.append(metro)
-        short = base_city.split()[0]
+        letters = "".join(ch for ch in unicodedata.normalize("NFKD", base_city)
+                          if ch.isascii() and ch.isalpha())
         for kind, (count, per) in layout.items():
             nets = []
             for i in range(count):
                 own, blocks = blocks[:per], blocks[per:]
-                name = ORG_NAMES[kind][i % len(ORG_NAMES[kind])].format(c=short, C=short.upper()[:3])
+                name = ORG_NAMES[kind][i % len(ORG_NAMES[kind])].format(c=base_city, C=letters[:3].upper())
                 net = Network(key=f"{country}/{city}/{kind}/{i}", kind=kind, metro=metro,
                               asn=SYNTHETIC_ASN_BASE + n_asn, as_org=name, blocks=own)
                 n_asn += 1

@@ -6,7 +6,7 @@ import sys
 import time
 
 from .simulate import DBIP_CREDIT, simulate
-from .sim_config import SimConfig
+from .sim_config import ATTACK_SHARES, LEGIT_SHARES, SimConfig
 
 
 def _fraction(text: str) -> float:
@@ -31,6 +31,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="fraction of events delivered twice (same event_id)")
     p.add_argument("--attack-scale", type=float, default=1.0,
                    help="multiply every attack share (default shares: ~1.8%% of users attacked)")
+    p.add_argument("--share", action="append", default=[], metavar="SCENARIO=FRACTION",
+                   help="override one scenario's share of users (attack: "
+                        f"{', '.join(ATTACK_SHARES)}; legit: {', '.join(LEGIT_SHARES)})")
     p.add_argument("--no-asn", action="store_true",
                    help="omit asn/as_org so the detector falls back to /24 networks")
 
@@ -41,6 +44,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                     out_of_order=args.out_of_order, max_delay_s=args.max_delay,
                     duplicates=args.duplicates)
     cfg.attack_shares = {k: v * args.attack_scale for k, v in cfg.attack_shares.items()}
+    for item in args.share:
+        name, _, value = item.partition("=")
+        table = cfg.attack_shares if name in ATTACK_SHARES else \
+            cfg.legit_shares if name in LEGIT_SHARES else None
+        if table is None:
+            raise ValueError(f"--share {item}: unknown scenario {name!r}")
+        table[name] = _fraction(value)
     return cfg
 
 
@@ -51,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         stats = simulate(config_from_args(args), args.out, args.labels)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     took = time.perf_counter() - started

@@ -27,10 +27,12 @@ def follow(kcfg: dict, topic: str, *, from_beginning: bool, limit: int = 0,
 
     consumer = KafkaConsumer(**client_kwargs(kcfg), group_id=None, enable_auto_commit=False)
     try:
-        deadline = time.monotonic() + 10
+        # the workers create the alert topic when they start: wait for it
+        deadline = time.monotonic() + (idle_timeout or float("inf"))
         parts = consumer.partitions_for_topic(topic)
         while not parts and time.monotonic() < deadline:
             time.sleep(0.2)
+            consumer.topics()            # refreshes metadata
             parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise SystemExit(f"topic {topic!r} does not exist")

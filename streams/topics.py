@@ -15,10 +15,12 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 @dataclass
 class Topics:
     inputs: faust.TopicT          # logins + codes + combined events: one co-partitioned source
+    events: faust.TopicT          # the combined topic alone (re-keyed messages are sent here)
     alerts: faust.TopicT
     scores: faust.TopicT
     dead_letters: faust.TopicT
     network_ops: faust.TopicT     # repartition stage: user agent -> network agent
+    ticks: faust.TopicT           # timer wake-ups, consumed with the inputs (same partitions)
 
 
 def input_topic_names(kcfg: Mapping) -> list[str]:
@@ -34,17 +36,18 @@ def declare_topics(app: faust.App, kcfg: Mapping) -> Topics:
         return app.topic(name, partitions=n, **RAW)
 
     return Topics(
-        inputs=app.topic(*input_topic_names(kcfg), partitions=n, **RAW),
-        alerts=one(t["alerts"]), scores=one(t["scores"]),
+        inputs=app.topic(*input_topic_names(kcfg), t["ticks"], partitions=n, **RAW),
+        events=one(t["events"]), alerts=one(t["alerts"]), scores=one(t["scores"]),
         dead_letters=one(t["dead_letters"]),
         network_ops=app.topic(t["network_ops"], partitions=n, internal=True, **RAW),
+        ticks=app.topic(t["ticks"], partitions=n, internal=True, **RAW),
     )
 
 
 def all_topic_names(kcfg: Mapping) -> list[str]:
     t = kcfg["topics"]
     return input_topic_names(kcfg) + [t["alerts"], t["scores"], t["dead_letters"],
-                                      t["network_ops"]]
+                                      t["network_ops"], t["ticks"]]
 
 
 def ensure_topics(kcfg: Mapping, names: list[str] | None = None,

@@ -89,10 +89,13 @@ def test_evidence_carries_login_and_code_context():
     assert names == ["code_request", "login"]
     code = f["evidences"][0]
     assert code["uid"] == "evt-code-0001"
-    assert code["src_endpoint"]["ip"] == "185.220.101.47"
-    assert code["src_endpoint"]["location"] == {"country": "DE", "city": "Frankfurt am Main"}
-    assert code["src_endpoint"]["autonomous_system"] == {"number": 208294, "name": "Example Hosting"}
+    assert code["src_endpoint"]["ip"] == "175.16.199.7"
+    assert code["src_endpoint"]["location"] == {"country": "CN", "city": "Changchun",
+                                                "lat": 43.88, "long": 125.3228}
+    assert code["src_endpoint"]["autonomous_system"] == {
+        "number": 4837, "name": "CHINA UNICOM China169 Backbone"}
     assert "Chrome/126" in code["http_request"]["user_agent"]
+    assert "device" not in code                 # the requester sent no device id
     # no-password flows have no login to show
     assert [e["name"] for e in ocsf.to_ocsf(make_alert(flow="no_password"))["evidences"]] == [
         "code_request"]
@@ -101,11 +104,17 @@ def test_evidence_carries_login_and_code_context():
 def test_anomaly_analyses_compare_observed_with_baseline():
     f = ocsf.to_ocsf(make_alert(flow="password_verified"))
     (analysis,) = f["anomaly_analyses"]
-    assert analysis["analysis_target"] == {"name": "u-alice", "type": "User Account"}
-    by_attr = {a["observed_attribute"]: a for a in analysis["anomalies"]}
-    assert {"value": "DE"} in by_attr["country"]["observations"]
-    base = {b["observed_attribute"]: b for b in analysis["baselines"]}
+    assert analysis["analysis_targets"] == [{"name": "u-alice", "type": "User Account"}]
+    by_attr = {a["observation_parameter"]: a for a in analysis["anomalies"]}
+    assert {"value": "CN"} in by_attr["country"]["observations"]
+    assert {"value": "AS4837"} in by_attr["network"]["observations"]
+    assert by_attr["city"]["observed_pattern"] == "impossible_travel"
+    assert "code_not_entered" in by_attr                      # no context key: by its code
+    assert "usual_hour" not in by_attr                        # negative weight: not an anomaly
+    base = {b["observation_parameter"]: b for b in analysis["baselines"]}
     assert base["countries"]["observations"] == [{"value": "GB"}]
+    assert base["networks"]["observations"] == [{"value": "AS20712"}]
+    assert base["last_verified_place"]["observations"] == [{"value": "GB/London"}]
     assert base["devices"]["observations"] == [{"value": "distinct_values", "count": 2}]
     assert base["proven_signins"]["observations"][0]["count"] == 41
 
@@ -125,7 +134,7 @@ def test_unmapped_keeps_native_only_fields():
                 "actions", "reasons", "baseline", "version", "scenario_hint"):
         assert u[key] == alert[key], key
     assert "alert_id" not in u and "user_id" not in u
-    assert u["observed_network"]["code"] == "AS208294"
+    assert u["observed_network"] == {"code": "AS4837", "login": "AS4837"}
 
 
 @pytest.mark.parametrize("mutate", [
@@ -173,7 +182,30 @@ def test_render_alert_formats():
     assert both == {"native": alert, "ocsf": ocsf.to_ocsf(alert)}
     assert ocsf.native_from_record(both) is alert
     assert ocsf.native_from_record(alert) is alert
+    assert ocsf.native_from_record(ocsf.to_ocsf(alert))["alert_id"] == alert["alert_id"]
     with pytest.raises(ValueError):
-        ocsf.native_from_record(ocsf.to_ocsf(alert))
+        ocsf.native_from_record({"class_uid": 2001, "finding_info": {}})
+    with pytest.raises(ValueError):
+        ocsf.native_from_record({"hello": "world"})
     with pytest.raises(ocsf.AlertFormatError):
         ocsf.render_alert(alert, "xml")
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("kind,status", [("created", "open"), ("updated", "benign")])
+def test_from_ocsf_round_trips_what_consumers_act_on(flow, kind, status, native_validator):
+    alert = make_alert(flow=flow, kind=kind, status=status)
+    back = ocsf.from_ocsf(ocsf.to_ocsf(alert))
+    native_validator.validate(back)
+    for key in ("alert_id", "version", "kind", "code_event_id", "user_id", "score", "issue_score",
+                "severity", "confidence", "flow", "purpose", "channel", "reasons", "actions",
+                "baseline", "status"):
+        assert back[key] == alert[key], key
+    assert back["ts"] == alert["ts"] and back["decided_ts"] == alert["decided_ts"]
+    for side in ("code", "login"):
+        if alert["observed"][side] is None:
+            assert back["observed"][side] is None
+            continue
+        for key in ("ip", "network", "asn", "as_org", "country", "city", "lat", "lon",
+                    "device_id", "user_agent"):
+            assert back["observed"][side][key] == alert["observed"][side][key], (side, key)

@@ -1,7 +1,7 @@
 """`straycode dispatch --alerts FILE [--follow]`: deliver the actions of alerts in a JSONL file.
 
-Lines may be native alerts or `alerts.format: both` records ({native, ocsf}); a line that is
-neither is written to the hooks dead-letter file with its reason and skipped, never fatal.
+Lines may be in any `alerts.format` (native, ocsf, both); a line that is none of them is
+written to the hooks dead-letter file with its reason and skipped, never fatal.
 Re-running over the same file is safe: submit() is idempotent per webhook-id.
 """
 from __future__ import annotations
@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import time
+import threading
 
 from straycode.detector.ocsf import native_from_record
 from straycode.hooks.dispatcher import Dispatcher
 from straycode.settings import ConfigError, load_settings
 
 log = logging.getLogger("straycode.hooks")
+STOP = threading.Event()   # set by SIGTERM (or by an embedding program/test) to end --follow
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alerts", required=True, help="JSONL file of alerts (native or both)")
+    parser.add_argument("--alerts", required=True, help="JSONL file of alerts (any alerts.format)")
     parser.add_argument("--follow", action="store_true",
                         help="keep reading lines appended to the file (like tail -f)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -48,20 +50,26 @@ def _submit_line(disp: Dispatcher, line: str, where: str) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # it logs full URLs (query tokens)
     try:
         disp = Dispatcher(load_settings(getattr(args, "config", None)))
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:       # bad config, missing file, unusable outbox
         print(f"straycode dispatch: {exc}", file=sys.stderr)
         return 2
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    if not os.path.isfile(args.alerts):
+        print(f"straycode dispatch: no such alerts file: {args.alerts}", file=sys.stderr)
+        disp.close()
+        return 2
+    STOP.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     queued = 0
     try:
         if args.release_held:
             disp.release_held()
         with open(args.alerts, "rb") as fh:
             n = 0
-            while not stop:
+            while not STOP.is_set():
                 pos = fh.tell()
                 raw = fh.readline()
                 if raw.endswith(b"\n") or (raw and not args.follow):
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.follow:
                     break
                 disp.run_once()
-                time.sleep(args.poll)
+                STOP.wait(args.poll)
         stats = disp.run_until_idle(args.timeout)
     except KeyboardInterrupt:
         stats = {}

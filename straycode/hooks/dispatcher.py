@@ -43,7 +43,8 @@ def _check_alert(alert: Mapping) -> None:
 
 def action_payload(alert: Mapping, action: str, msg_id: str) -> str:
     """Standard Webhooks payload {type, timestamp, data}; deterministic for a given alert."""
-    code_ctx = (alert.get("observed") or {}).get("code") or {}
+    observed = alert.get("observed") or {}
+    code_ctx = observed.get("code") or observed.get("login") or {}
     data = {
         "action": action,
         "idempotency_key": msg_id,

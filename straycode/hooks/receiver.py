@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,7 +78,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     settings = load_settings(getattr(args, "config", None))
     var = settings["hooks"]["secret_env"]
     secrets = (os.environ.get(var) or "").split()
@@ -85,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"hook-receiver: set ${var} to the whsec_ secret(s) shared with the dispatcher",
               file=sys.stderr)
         return 2
-    server = make_server(args.host, args.port, secrets)
+    try:
+        server = make_server(args.host, args.port, secrets)
+    except (OSError, ValueError) as exc:        # port in use, malformed secret
+        print(f"hook-receiver: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(f"hook-receiver: listening on http://{args.host}:{server.server_address[1]}/",
           file=sys.stderr, flush=True)
     try:

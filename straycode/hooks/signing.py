@@ -31,10 +31,11 @@ class Signer:
         if not secrets:
             raise ConfigError(f"no webhook secret in {source}")
         self._hooks = []
+        self.count = 0
         for i, sec in enumerate(secrets, 1):
-            raw = sec[len("whsec_"):] if sec.startswith("whsec_") else sec
+            raw = (sec[len("whsec_"):] if sec.startswith("whsec_") else sec).rstrip("=")
             try:
-                decoded = base64.b64decode(raw + "==", validate=True)
+                decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
             except (binascii.Error, ValueError):
                 decoded = b""
             if len(decoded) < 16:

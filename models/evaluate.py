@@ -1,0 +1,201 @@
+"""Detection quality of a scores file against simulator labels (pure functions).
+
+Ranking quality (ROC-AUC, PR-AUC, TPR at a fixed low FPR) says how good the score is;
+the detector's own ``alerted`` decision says what the SOC would see (precision, recall,
+false alerts per legit scenario); action checks say whether forced resets land only where
+the password is really compromised. Codes present on one side only are counted, never
+dropped silently.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+FPR_TARGETS = (0.001, 0.005, 0.01)
+RESET = "force_password_reset"
+
+
+def _read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
+    return rows
+
+
+def load_labels(path: str | Path) -> pd.DataFrame:
+    df = pd.DataFrame(_read_jsonl(path), columns=["code_event_id", "user_id", "label", "scenario",
+                                                  "password_compromised"])
+    df["label"] = df["label"].astype(int)
+    df["password_compromised"] = df["password_compromised"].astype(bool)
+    return df
+
+
+def load_scores(path: str | Path) -> pd.DataFrame:
+    cols = ["code_event_id", "user_id", "ts", "score", "issue_score", "severity", "alerted",
+            "actions", "flow"]
+    df = pd.DataFrame(_read_jsonl(path))
+    for c in cols:
+        if c not in df.columns:
+            df[c] = None
+    df["actions"] = df["actions"].apply(lambda a: list(a) if isinstance(a, list) else [])
+    df["alerted"] = df["alerted"].fillna(False).astype(bool)
+    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    df["issue_score"] = pd.to_numeric(df["issue_score"], errors="coerce")
+    return df
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """Best TPR reachable by a threshold whose FPR does not exceed ``target``.
+
+    Step interpolation (no straight line between ROC points): a conservative reading,
+    since a point between two thresholds is not achievable by any single threshold.
+    """
+    ok = fpr <= target + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict:
+    """ROC-AUC, average precision and TPR at the FPR targets for one score column."""
+    keep = ~np.isnan(s)
+    y, s = y[keep], s[keep]
+    out: dict = {"n": int(len(y)), "positives": int(y.sum())}
+    if len(np.unique(y)) < 2:
+        out.update(roc_auc=None, pr_auc=None, **{f"tpr_at_fpr_{t:g}": None for t in FPR_TARGETS})
+        return out
+    fpr, tpr, _ = roc_curve(y, s)
+    out["roc_auc"] = float(roc_auc_score(y, s))
+    out["pr_auc"] = float(average_precision_score(y, s))
+    for t in FPR_TARGETS:
+        out[f"tpr_at_fpr_{t:g}"] = tpr_at_fpr(fpr, tpr, t)
+    return out
+
+
+def merge(labels: pd.DataFrame, scores: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Outer join on code_event_id; coverage numbers say what did not match."""
+    dup = int(scores["code_event_id"].duplicated().sum())
+    scores = scores.drop_duplicates("code_event_id", keep="last")
+    merged = labels.merge(scores.drop(columns=["user_id"]), on="code_event_id", how="outer",
+                          indicator=True)
+    only_labels = merged[merged["_merge"] == "left_only"]
+    only_scores = merged[merged["_merge"] == "right_only"]
+    coverage = {
+        "labels": int(len(labels)), "score_lines": int(len(scores) + dup),
+        "duplicate_score_lines": dup, "matched": int((merged["_merge"] == "both").sum()),
+        "labels_without_score": int(len(only_labels)),
+        "labels_without_score_attacks": int(only_labels["label"].sum()),
+        "scores_without_label": int(len(only_scores)),
+        "examples_labels_without_score": only_labels["code_event_id"].head(5).tolist(),
+        "examples_scores_without_label": only_scores["code_event_id"].head(5).tolist(),
+    }
+    return merged, coverage
+
+
+def _rate(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
+    """All metrics as a plain dict (JSON-serialisable)."""
+    merged, coverage = merge(labels, scores)
+    labelled = merged[merged["_merge"] != "right_only"].copy()
+    labelled["alerted"] = labelled["alerted"].fillna(False).astype(bool)   # no score = no alert
+    labelled["label"] = labelled["label"].astype(int)
+    labelled["actions"] = labelled["actions"].apply(lambda a: a if isinstance(a, list) else [])
+    both = labelled[labelled["_merge"] == "both"]
+    y = both["label"].to_numpy()
+    out: dict = {"coverage": coverage,
+                 "score": ranking_metrics(y, both["score"].to_numpy(dtype=float))}
+    issue = both["issue_score"].to_numpy(dtype=float)
+    out["issue_score"] = ranking_metrics(y, issue) if not np.isnan(issue).all() else None
+
+    pos, alerted = labelled["label"] == 1, labelled["alerted"]
+    tp, fp = int((pos & alerted).sum()), int((~pos & alerted).sum())
+    fn, tn = int((pos & ~alerted).sum()), int((~pos & ~alerted).sum())
+    out["alerts"] = {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "alerts": tp + fp,
+                     "precision": _rate(tp, tp + fp), "recall": _rate(tp, tp + fn),
+                     "false_alert_rate": _rate(fp, fp + tn)}
+
+    per = []
+    for (label, scenario), g in labelled.groupby(["label", "scenario"], sort=True):
+        scored = g["score"].dropna()
+        per.append({"scenario": scenario, "label": int(label), "codes": int(len(g)),
+                    "users": int(g["user_id"].nunique()), "alerted": int(g["alerted"].sum()),
+                    "alert_rate": _rate(int(g["alerted"].sum()), len(g)),
+                    "mean_score": float(scored.mean()) if len(scored) else None,
+                    "missing_scores": int(g["score"].isna().sum())})
+    out["attack_scenarios"] = [r | {"recall": r["alert_rate"]} for r in per if r["label"] == 1]
+    out["legit_scenarios"] = [r | {"false_alert_rate": r["alert_rate"]} for r in per if r["label"] == 0]
+
+    has_reset = labelled["actions"].apply(lambda a: RESET in a)
+    compromised = labelled["password_compromised"].astype(bool)
+    wrong = labelled[has_reset & ~compromised]
+    out["actions"] = {
+        "reset_violations": int(len(wrong)),
+        "reset_violations_by_scenario": {k: int(v) for k, v in wrong["scenario"].value_counts().sort_index().items()},
+        "password_compromised_codes": int(compromised.sum()),
+        "reset_on_compromised": int((has_reset & compromised).sum()),
+        "reset_coverage": _rate(int((has_reset & compromised).sum()), int(compromised.sum())),
+    }
+    return out
+
+
+def evaluate(labels_path: str | Path, scores_path: str | Path) -> dict:
+    return evaluate_frames(load_labels(labels_path), load_scores(scores_path))
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def format_table(m: dict) -> str:
+    """Human-readable summary for the terminal."""
+    lines = []
+    c = m["coverage"]
+    lines.append(f"codes labelled {c['labels']}, score lines {c['score_lines']}, matched {c['matched']}; "
+                 f"labels without score {c['labels_without_score']} "
+                 f"({c['labels_without_score_attacks']} attacks), scores without label "
+                 f"{c['scores_without_label']}, duplicate score lines {c['duplicate_score_lines']}")
+    lines.append("")
+    lines.append(f"{'ranking':12s} {'ROC-AUC':>8s} {'PR-AUC':>8s} {'TPR@0.1%':>9s} {'TPR@0.5%':>9s} {'TPR@1%':>8s}")
+    for name in ("score", "issue_score"):
+        r = m.get(name)
+        if r:
+            lines.append(f"{name:12s} {_fmt(r['roc_auc']):>8s} {_fmt(r['pr_auc']):>8s} "
+                         f"{_fmt(r['tpr_at_fpr_0.001']):>9s} {_fmt(r['tpr_at_fpr_0.005']):>9s} "
+                         f"{_fmt(r['tpr_at_fpr_0.01']):>8s}")
+    a = m["alerts"]
+    lines.append("")
+    lines.append(f"alerts {a['alerts']}: precision {_fmt(a['precision'])}, recall {_fmt(a['recall'])}, "
+                 f"false-alert rate {_fmt(a['false_alert_rate'])} (tp {a['tp']} fp {a['fp']} "
+                 f"fn {a['fn']} tn {a['tn']})")
+    lines.append("")
+    lines.append(f"{'attack scenario':22s} {'codes':>6s} {'users':>6s} {'alerted':>8s} {'recall':>7s} {'mean':>6s}")
+    for r in m["attack_scenarios"]:
+        lines.append(f"{r['scenario']:22s} {r['codes']:6d} {r['users']:6d} {r['alerted']:8d} "
+                     f"{_fmt(r['recall']):>7s} {_fmt(r['mean_score']):>6s}")
+    lines.append("")
+    lines.append(f"{'legit scenario':22s} {'codes':>6s} {'users':>6s} {'alerted':>8s} {'FA rate':>7s} {'mean':>6s}")
+    for r in m["legit_scenarios"]:
+        lines.append(f"{r['scenario']:22s} {r['codes']:6d} {r['users']:6d} {r['alerted']:8d} "
+                     f"{_fmt(r['false_alert_rate']):>7s} {_fmt(r['mean_score']):>6s}")
+    act = m["actions"]
+    lines.append("")
+    lines.append(f"force_password_reset: {act['reset_violations']} violations (password not compromised) "
+                 f"{act['reset_violations_by_scenario'] or ''}; on {act['reset_on_compromised']}/"
+                 f"{act['password_compromised_codes']} password-compromised codes "
+                 f"(coverage {_fmt(act['reset_coverage'])})")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""The Faust wiring: decode -> Detector -> publish. No detection logic lives here.
+
+    inputs (logins, codes, events, ticks; key = user_id)
+      -> user agent: one StreamDetector per input partition, state in the `users` table
+           -> alerts / scores topics
+           -> network-ops topic (key = network)  -> network agent -> `network-view`
+                                                                     GlobalTable (read by
+                                                                     every user agent)
+      -> dead-letters topic (undecodable or contract-breaking messages, with reason)
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Mapping
+
+import faust
+import orjson
+from faust.types import TP
+from kafka.partitioner.default import murmur2
+
+from straycode.detector.alerts import Alert
+from straycode.detector.contract import ContractError, decode_line
+from straycode.detector.enrich import Enricher
+from straycode.detector.ocsf import render_alert
+from straycode.detector.population import Population
+from straycode.detector.state import NetworkState
+from straycode.settings import detector_settings
+
+from .clock import PartitionClock, StreamDetector
+from .metrics import Metrics, install_pages
+from .tables import NetworkStore, UserStore, apply_ops, network_view, scan_users, user_table
+from .topics import declare_topics, input_topic_names
+
+
+def expected_partition(key: bytes, partitions: int) -> int:
+    """The Kafka default (murmur2) partition of a key: where all of a user's events and
+    state must live for the per-partition table to be complete."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def build_enricher(settings: Mapping) -> Enricher:
+    from straycode.replay import default_city_db
+
+    geo = settings["geoip"]
+    return Enricher(geo["city_db"] or default_city_db(), geo["asn_db"], geo["cache_size"])
+
+
+def dead_letter_record(message, reason: str, detail: str) -> bytes:
+    """JSON with where the message came from and its raw value (text, or base64)."""
+    import base64
+
+    raw = message.value if message.value is not None else b""
+    record = {"reason": reason, "detail": detail, "topic": message.topic,
+              "partition": message.partition, "offset": message.offset,
+              "timestamp": message.timestamp,
+              "key": message.key.decode("utf-8", "replace") if message.key else None}
+    try:
+        record["value"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["value_b64"] = base64.b64encode(raw).decode()
+    return orjson.dumps(record)
+
+
+class Pipeline:
+    """Registers the agents, tables, timer and web pages of one straycode worker."""
+
+    def __init__(self, app: faust.App, settings: Mapping, enricher: Enricher | None = None):
+        kcfg = settings["kafka"]
+        self.app = app
+        self.cfg = detector_settings(settings)
+        self.alert_format = settings["alerts"]["format"]
+        self.max_bytes = int(settings["input"]["max_line_bytes"])
+        self.emit_scores = bool(kcfg.get("emit_scores"))
+        self.partitions = int(kcfg["partitions"])
+        self.topics = declare_topics(app, kcfg)
+        self.ticks_topic = kcfg["topics"]["ticks"]
+        self.users = user_table(app, kcfg)
+        self.networks = NetworkStore(network_view(app, kcfg))
+        self.enricher = enricher or build_enricher(settings)
+        self.population = Population()           # re-derivable: shared, not persisted
+        self.detectors: dict[int, StreamDetector] = {}
+        self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed)
+        self.metrics = Metrics()
+        self.recovered = False
+
+        app.agent(self.topics.inputs, name="straycode-users", concurrency=1)(self.score_users)
+        app.agent(self.topics.network_ops, name="straycode-networks",
+                  concurrency=1)(self.count_networks)
+        app.timer(float(kcfg["advance_interval_s"]))(self.on_timer)
+        app.task(self.declare_outputs)
+        self.users.on_recover(self.on_recovered)
+        app.on_partitions_revoked.connect(self.on_revoked)
+        install_pages(app, self.metrics, self.health)
+
+    # ------------------------------------------------------------------ agents
+    async def score_users(self, stream):
+        async for event in stream.events():
+            msg = event.message
+            if msg.topic == self.ticks_topic:
+                await self._tick(msg.partition)
+                continue
+            self.metrics.events_in.labels(msg.topic).inc()
+            started = time.perf_counter()
+            try:
+                ev = decode_line(msg.value if msg.value is not None else b"", self.max_bytes)
+            except ContractError as exc:
+                self.clock.seen(msg.tp, msg.offset, None)
+                await self.dead_letter(msg, exc.reason, exc.detail)
+                continue
+            key = ev.user_id.encode()
+            if msg.key != key or msg.partition != expected_partition(key, self.partitions):
+                # keyed wrongly (or by another partitioner): move it to where its user lives
+                self.clock.seen(msg.tp, msg.offset, None)
+                await self.topics.events.send(
+                    key=key, value=msg.value, force=True,
+                    partition=expected_partition(key, self.partitions))
+                continue
+            self.clock.seen(msg.tp, msg.offset, ev.t)
+            det = self.detector(msg.partition)
+            det.hold_until(self.clock.watermark(msg.partition, TP))
+            try:
+                outputs = det.process(ev)
+            except Exception as exc:      # a core bug must not stop the stream: park the event
+                det.users.discard()
+                self.networks.take_outbox()
+                await self.dead_letter(msg, "processing_error", repr(exc)[:500])
+                continue
+            self.metrics.latency.observe(time.perf_counter() - started)
+            await self.publish(outputs)
+            det.users.flush()
+            self.metrics.watermark.set(max(det.watermark, 0))
+
+    async def count_networks(self, stream):
+        """Owner of a network key: folds every worker's operations into one NetworkState."""
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ops = orjson.loads(msg.value)
+            except orjson.JSONDecodeError as exc:
+                await self.dead_letter(msg, "malformed_json", str(exc)[:200])
+                continue
+            raw = self.networks.view.get(msg.key)
+            state = NetworkState.from_bytes(raw) if raw is not None else NetworkState()
+            self.networks.view[msg.key] = apply_ops(state, ops).to_bytes()
+
+    # ------------------------------------------------------------------ helpers
+    async def declare_outputs(self) -> None:
+        """Create the output topics at start, so readers can subscribe before any output."""
+        for topic in (self.topics.alerts, self.topics.scores, self.topics.dead_letters):
+            await topic.maybe_declare()
+
+    def detector(self, partition: int) -> StreamDetector:
+        det = self.detectors.get(partition)
+        if det is None:
+            det = self._build({partition})[partition]
+        return det
+
+    def _build(self, partitions: set[int]) -> dict[int, StreamDetector]:
+        """Fresh detectors for these partitions, with their stored pending codes re-armed."""
+        for p in partitions:
+            self.detectors[p] = StreamDetector(self.cfg, self.enricher, UserStore(self.users, p),
+                                               self.networks, self.population)
+        for p, user_id, state in scan_users(self.users, partitions):
+            if state.pending:
+                self.detectors[p].rebuild_index(user_id, state)
+        return self.detectors
+
+    async def publish(self, outputs: list) -> None:
+        """Send outputs; wait for the broker to hold every alert (and score) before the
+        caller writes state, so that a crash can repeat an alert but never lose it."""
+        waits = []
+        for out in outputs:
+            if isinstance(out, Alert):
+                self.metrics.alerts.labels(out.kind, out.severity).inc()
+                value = orjson.dumps(render_alert(out.to_dict(), self.alert_format))
+                waits.append(await self.topics.alerts.send(
+                    key=out.user_id.encode(), value=value, force=True))
+            else:
+                self.metrics.scored.inc()
+                if self.emit_scores:
+                    waits.append(await self.topics.scores.send(
+                        key=out.user_id.encode(), value=orjson.dumps(out.to_dict()), force=True))
+        for key, ops in self.networks.take_outbox().items():
+            await self.topics.network_ops.send(key=key.encode(), value=orjson.dumps(ops),
+                                               force=True)
+        if waits:
+            await asyncio.gather(*waits)
+
+    async def dead_letter(self, msg, reason: str, detail: str) -> None:
+        self.metrics.dead_letters.labels(reason).inc()
+        await self.topics.dead_letters.send(key=msg.key, value=dead_letter_record(msg, reason, detail),
+                                            force=True)
+
+    async def _tick(self, partition: int) -> None:
+        det = self.detector(partition)
+        if det.hold_until(self.clock.watermark(partition, TP)):
+            await self.publish(det.advance())
+            det.users.flush()
+
+    async def on_timer(self) -> None:
+        """Wake partitions whose watermark moved without an event (a lagging topic caught
+        up), and refresh the lag gauges."""
+        for p, det in list(self.detectors.items()):
+            if self.clock.watermark(p, TP) > det.watermark:
+                await self.topics.ticks.send(value=b"tick", partition=p)
+        for (topic, p), lag in self.clock.lag(TP).items():
+            self.metrics.lag.labels(topic, str(p)).set(lag)
+
+    def _assigned_input_tps(self) -> set:
+        return {tp for tp in self.app.consumer.assignment() if tp.topic in self.clock.input_topics}
+
+    async def on_recovered(self) -> None:
+        tps = self._assigned_input_tps()
+        self.clock.assign(tps)
+        wanted = {tp.partition for tp in tps}
+        for p in set(self.detectors) - wanted:
+            del self.detectors[p]
+        missing = wanted - set(self.detectors)
+        if missing:
+            self._build(missing)
+        self.recovered = True
+
+    async def on_revoked(self, app, revoked, **kwargs) -> None:
+        self.clock.revoke(revoked)
+        for tp in revoked:
+            if tp.topic in self.clock.input_topics:
+                self.detectors.pop(tp.partition, None)
+
+    def _highwater(self, tp) -> int | None:
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:
+            return None
+
+    def _committed(self, tp) -> int | None:
+        # Faust keeps the committed position per partition; no public accessor exists.
+        return getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+
+    def health(self) -> dict:
+        return {"ok": self.recovered and not self.app.rebalancing,
+                "recovered": self.recovered, "rebalancing": bool(self.app.rebalancing),
+                "partitions": sorted(self.detectors),
+                "uptime_s": round(time.time() - self.metrics.started, 1)}

@@ -1,0 +1,102 @@
+"""Event-time watermark per input partition, for topics that are read at different speeds.
+
+Logins and codes may travel on separate topics. The Detector would take the largest event
+time it has seen as "now", so a codes partition read ahead of its logins partition would
+decide codes as `login_missing` before their logins are read. Here the watermark of input
+partition p is the largest event time seen on p's topics, held back to the last event time
+read from any of p's topic-partitions that still has unread messages (a caught-up or empty
+topic-partition does not hold anything back). Like a Flink watermark, but exact about lag.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from straycode.detector.engine import Detector
+
+NEVER = float("-inf")
+
+
+@dataclass
+class _TPClock:
+    last_t: float = NEVER          # largest event time read since assignment
+    next_offset: int | None = None  # offset after the last message read
+
+
+class PartitionClock:
+    """Watermarks for the input topic-partitions of one worker.
+
+    `highwater(tp)` -> end offset or None, `committed(tp)` -> next offset to read at
+    assignment or None; both come from the Faust consumer."""
+
+    def __init__(self, input_topics: Iterable[str], highwater: Callable, committed: Callable):
+        self.input_topics = set(input_topics)
+        self.highwater = highwater
+        self.committed = committed
+        self.tps: dict[tuple[str, int], _TPClock] = {}
+
+    def assign(self, tps: Iterable) -> None:
+        for tp in tps:
+            if tp.topic in self.input_topics:
+                self.tps.setdefault((tp.topic, tp.partition), _TPClock())
+
+    def revoke(self, tps: Iterable) -> None:
+        for tp in tps:
+            self.tps.pop((tp.topic, tp.partition), None)
+
+    def seen(self, tp, offset: int, t: float | None) -> None:
+        clock = self.tps.setdefault((tp.topic, tp.partition), _TPClock())
+        clock.next_offset = offset + 1
+        if t is not None and t > clock.last_t:
+            clock.last_t = t
+
+    def _lagging(self, tp, clock: _TPClock) -> bool:
+        end = self.highwater(tp)
+        if end is None:
+            return True
+        position = clock.next_offset if clock.next_offset is not None else self.committed(tp)
+        return end > (position or 0)
+
+    def watermark(self, partition: int, tp_factory) -> float:
+        newest, held = NEVER, float("inf")
+        for (topic, p), clock in self.tps.items():
+            if p != partition:
+                continue
+            newest = max(newest, clock.last_t)
+            if self._lagging(tp_factory(topic, p), clock):
+                held = min(held, clock.last_t)
+        return min(newest, held)
+
+    def lag(self, tp_factory) -> dict[tuple[str, int], int]:
+        out = {}
+        for (topic, p), clock in self.tps.items():
+            tp = tp_factory(topic, p)
+            end = self.highwater(tp)
+            position = clock.next_offset if clock.next_offset is not None else self.committed(tp)
+            if end is not None:
+                out[(topic, p)] = max(0, end - (position or 0))
+        return out
+
+
+class StreamDetector(Detector):
+    """A Detector whose clock is moved by the stream (see module doc), not by each event.
+
+    The core moves `self.watermark` itself on every event; here those moves are ignored
+    and only `hold_until()` advances it, so decisions wait for lagging topics."""
+
+    _clock = 0.0
+
+    @property
+    def watermark(self) -> float:
+        return self._clock
+
+    @watermark.setter
+    def watermark(self, value: float) -> None:
+        pass
+
+    def hold_until(self, watermark: float) -> bool:
+        """Move the clock forward (never back); True when it moved."""
+        if watermark > self._clock:
+            self._clock = watermark
+            return True
+        return False

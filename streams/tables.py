@@ -1,0 +1,196 @@
+"""State stores for the Detector, backed by Faust tables.
+
+users   Table 'users' keyed by user_id; value = b"<partition>:" + UserState.to_bytes().
+        The partition prefix lets a worker that just got partitions re-register the
+        pending codes of exactly those users (Detector.rebuild_index) with public Faust
+        API only (the store does not expose per-partition iteration).
+network GlobalTable 'network-view' keyed by "ip:<addr>" / "net:<network>", value =
+        NetworkState.to_bytes(). Only the network agent writes it (one writer per key:
+        the owner of that key's network-ops partition); every worker reads all of it.
+
+The user agent never writes NetworkState: the Detector's observe()/outcome() calls are
+recorded as operations and shipped through the network-ops repartition topic, so the
+counts of users living on different workers add up instead of overwriting each other.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Iterator, Mapping
+
+import faust
+import orjson
+
+from straycode.detector.state import NetworkState, UserState
+
+RAW = {"key_type": bytes, "value_type": bytes}   # raw bytes in the changelog
+
+
+def user_table(app: faust.App, kcfg: Mapping) -> faust.Table:
+    return app.Table("users", partitions=int(kcfg["partitions"]), **RAW)
+
+
+def network_view(app: faust.App, kcfg: Mapping) -> faust.GlobalTable:
+    return app.GlobalTable("network-view", partitions=int(kcfg["partitions"]), **RAW)
+
+
+def encode_user(partition: int, state: UserState) -> bytes:
+    return b"%d:" % partition + state.to_bytes()
+
+
+def decode_user(raw: bytes) -> tuple[int, UserState]:
+    head, _, body = raw.partition(b":")
+    return int(head), UserState.from_bytes(body)
+
+
+class UserStore(MutableMapping):
+    """The `users` mapping of one partition's Detector.
+
+    Writes are buffered and applied by flush(), which the agent calls only after the
+    event's alerts were acknowledged by the broker: a crash in between re-delivers the
+    event to a state that has not seen it, so the alert is re-sent (same id), never lost.
+    """
+
+    def __init__(self, table: faust.Table, partition: int):
+        self.table = table
+        self.partition = partition
+        self.dirty: dict[str, UserState] = {}
+
+    def __getitem__(self, user_id: str) -> UserState:
+        state = self.dirty.get(user_id)
+        if state is not None:
+            return state
+        raw = self.table.get(user_id.encode())
+        if raw is None:
+            raise KeyError(user_id)
+        return decode_user(raw)[1]
+
+    def __setitem__(self, user_id: str, state: UserState) -> None:
+        self.dirty[user_id] = state
+
+    def __delitem__(self, user_id: str) -> None:
+        raise NotImplementedError("user state is aged, not deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        for key, raw in self.table.items():
+            if int(raw.partition(b":")[0]) == self.partition:
+                yield key.decode()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def flush(self) -> int:
+        """Write buffered states to the table (must run inside this partition's event)."""
+        n = len(self.dirty)
+        for user_id, state in self.dirty.items():
+            self.table[user_id.encode()] = encode_user(self.partition, state)
+        self.dirty.clear()
+        return n
+
+    def discard(self) -> None:
+        self.dirty.clear()
+
+
+def scan_users(table: faust.Table, partitions: set[int]) -> Iterator[tuple[int, str, UserState]]:
+    """(partition, user_id, state) for every stored user of the given partitions."""
+    for key, raw in table.items():
+        partition, state = decode_user(raw)
+        if partition in partitions:
+            yield partition, key.decode(), state
+
+
+class RecordingNetworkState(NetworkState):
+    """A NetworkState that also records the mutations made on it, for the repartition."""
+    __slots__ = ("ops",)
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[list] = []
+
+    @classmethod
+    def wrap(cls, base: NetworkState | None) -> "RecordingNetworkState":
+        state = cls()
+        if base is not None:
+            for name in NetworkState.__slots__:
+                setattr(state, name, getattr(base, name))
+            state.users = dict(base.users)
+        return state
+
+    def observe(self, user_id, t, window, login_ok=None, code=False):
+        self.ops.append(["o", user_id, t, window, login_ok, code])
+        super().observe(user_id, t, window, login_ok=login_ok, code=code)
+
+    def outcome(self, t, verified):
+        self.ops.append(["v", t, verified])
+        super().outcome(t, verified)
+
+
+def apply_ops(state: NetworkState, ops: list[list]) -> NetworkState:
+    """Replay recorded operations on the authoritative NetworkState (network agent)."""
+    for op in ops:
+        if op[0] == "o":
+            _, user_id, t, window, login_ok, code = op
+            state.observe(user_id, t, window, login_ok=login_ok, code=code)
+        elif op[0] == "v":
+            state.outcome(op[1], op[2])
+    return state
+
+
+class NetworkStore(MutableMapping):
+    """The Detector's `networks` mapping: reads the global view, records writes as ops.
+
+    Read-your-writes: a key this worker changed keeps its local copy until the view's
+    value for that key changes (i.e. the network agent applied an update), so a spray of
+    codes inside one worker is counted at once rather than after the round trip.
+    """
+
+    def __init__(self, view: faust.GlobalTable, max_local: int = 100_000):
+        self.view = view
+        self.local: dict[str, tuple[bytes | None, RecordingNetworkState]] = {}
+        self.outbox: dict[str, list[list]] = {}
+        self.max_local = max_local
+
+    def __getitem__(self, key: str) -> NetworkState:
+        raw = self.view.get(key.encode())
+        mine = self.local.get(key)
+        if mine is not None and mine[0] == raw:
+            return mine[1]
+        if mine is not None:
+            del self.local[key]
+        if raw is None:
+            raise KeyError(key)
+        return RecordingNetworkState.wrap(NetworkState.from_bytes(raw))
+
+    def get(self, key, default=None):
+        """Never None: an unseen key yields an empty recording state, which scores exactly
+        like a missing one and lets the Detector's first observe() be recorded too."""
+        try:
+            return self[key]
+        except KeyError:
+            return RecordingNetworkState()
+
+    def __setitem__(self, key: str, state: NetworkState) -> None:
+        if not isinstance(state, RecordingNetworkState):
+            raise TypeError("NetworkStore only accepts states it handed out (networks.get())")
+        if state.ops:
+            self.outbox.setdefault(key, []).extend(state.ops)
+            state.ops = []
+        if key not in self.local:
+            if len(self.local) >= self.max_local:
+                self.local.pop(next(iter(self.local)))
+            self.local[key] = (self.view.get(key.encode()), state)
+        else:
+            self.local[key] = (self.local[key][0], state)
+
+    def __delitem__(self, key: str) -> None:
+        raise NotImplementedError("network state decays, it is not deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in self.view.keys())
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def take_outbox(self) -> dict[str, list[list]]:
+        out, self.outbox = self.outbox, {}
+        return out
+

@@ -1,0 +1,43 @@
+"""`straycode worker`: run one Faust stream-processing worker.
+
+Several workers with the same kafka.app_id form one consumer group and share the input
+partitions; each needs its own --web-port and --datadir when they share a host."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from straycode.settings import load_settings
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="override kafka.broker (kafka://host:port)")
+    p.add_argument("--web-port", type=int, help="override kafka.web_port (/metrics, /healthz)")
+    p.add_argument("--datadir", help="override kafka.datadir (table stores live here)")
+    p.add_argument("--app-id", help="override kafka.app_id (consumer group, changelog prefix)")
+    p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def build(settings: dict, web_port: int | None = None, datadir: str | None = None):
+    """(app, pipeline) ready to run; used by the CLI, tests and the benchmark."""
+    from .agents import Pipeline
+    from .app import create_app
+
+    app = create_app(settings, web_port=web_port, datadir=datadir)
+    return app, Pipeline(app, settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    settings = load_settings(args.config)
+    kcfg = settings["kafka"]
+    if args.broker:
+        kcfg["broker"] = args.broker
+    if args.app_id:
+        kcfg["app_id"] = args.app_id
+    app, _pipeline = build(settings, args.web_port, args.datadir)
+    logging.getLogger("straycode").setLevel(args.loglevel.upper())
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()     # returns on SIGTERM/SIGINT after a clean shutdown
+    return 0

