@@ -330,7 +330,8 @@ class Detector:
             score=round(score, 6), issue_score=record[R_SCORE], severity=severity,
             confidence=1.0, flow=flow, purpose=record[R_PURPOSE], channel=record[R_CHANNEL],
             reasons=reasons, actions=actions,
-            observed={"login": None, "code": ctx.to_dict() if ctx else None},
+            observed={side: (ctx.to_dict() if ctx and side == _ctx_side(flow, record[R_PURPOSE]) else None)
+                      for side in ("login", "code")},
             baseline=state.baseline.summary(), status=status,
             extra={"feedback_event_id": event.event_id})
 
@@ -344,6 +345,13 @@ def _flow(pending: list, session: list | None) -> str:
     if session is None:
         return "login_missing"
     return "password_verified" if session[S_PASSWORD_OK] else "no_password"
+
+
+def _ctx_side(flow: str, purpose: str) -> str:
+    """Where a stored context came from: the session's login, or the code request itself."""
+    if purpose == "password_reset" or flow in ("no_session", "login_missing"):
+        return "code"
+    return "login"
 
 
 def _network_keys(ctx: Context) -> list[str]:

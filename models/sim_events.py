@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import IO
 
 import orjson
@@ -25,11 +26,20 @@ class Ctx:
     net: Network | None
 
 
+@lru_cache(maxsize=4096)
+def _day_prefix(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, tz=timezone.utc).strftime("%Y-%m-%dT")
+
+
 def iso_ms(t: float) -> str:
-    """Epoch seconds -> RFC 3339 UTC with milliseconds (the simulator's only clock)."""
+    """Epoch seconds -> RFC 3339 UTC with milliseconds (the simulator's only clock).
+
+    Hand-formatted from a cached date prefix: strftime was a fifth of the run time."""
     ms = int(round(t * 1000))
-    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + \
-        f".{ms % 1000:03d}Z"
+    day, rest = divmod(ms, 86_400_000)
+    h, rest = divmod(rest, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    return f"{_day_prefix(day)}{h:02d}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}Z"
 
 
 class Sink:

@@ -28,6 +28,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", default=argparse.SUPPRESS,
+                       help="YAML file overriding config/defaults.yaml")
         if name == wanted:
             importlib.import_module(module).configure(p)
             p.set_defaults(_module=module)

@@ -40,9 +40,17 @@ def build_detector(settings: dict, geoip_db: str | None = None, asn_db: str | No
 
 def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Path,
                dead_letter_path: str | Path | None, settings: dict, geoip_db: str | None = None,
-               asn_db: str | None = None, progress: bool = True) -> dict:
-    """Replay a JSONL file through the detector; returns the closing summary."""
+               asn_db: str | None = None, progress: bool = True, dispatch: bool = False) -> dict:
+    """Replay a JSONL file through the detector; returns the closing summary.
+
+    With `dispatch`, alerts are also handed to the hooks dispatcher (durable outbox) and
+    delivered before returning. Off by default: replaying history must not lock anyone out.
+    """
     detector = build_detector(settings, geoip_db, asn_db)
+    dispatcher = None
+    if dispatch:
+        from .hooks.dispatcher import Dispatcher
+        dispatcher = Dispatcher(settings)
     fmt = settings["alerts"]["format"]
     max_bytes = settings["input"]["max_line_bytes"]
     dead = DeadLetters(dead_letter_path)
@@ -60,7 +68,11 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
                     scores_out.write(orjson.dumps(item.to_dict()) + b"\n")
                 elif isinstance(item, Alert):
                     counts["alerts" if item.kind == "created" else "alert_updates"] += 1
-                    alerts_out.write(orjson.dumps(render_alert(item.to_dict(), fmt)) + b"\n")
+                    native = item.to_dict()
+                    alerts_out.write(orjson.dumps(render_alert(native, fmt)) + b"\n")
+                    if dispatcher is not None:
+                        counts["hook_deliveries_queued"] = counts.get("hook_deliveries_queued", 0) + \
+                            dispatcher.submit(native)
 
         try:
             for number, line, size in read_lines(source, max_bytes):
@@ -77,7 +89,12 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
                 counts["events"] += 1
                 emit(detector.process(event))
             emit(detector.flush())
+            if dispatcher is not None:
+                delivered = dispatcher.run_until_idle(settings["hooks"]["timeout_s"] * 6)
+                counts["hooks"] = {k: v for k, v in sorted(delivered.items())}
         finally:
+            if dispatcher is not None:
+                dispatcher.close()
             bar.close()
             dead.close()
             if source is not sys.stdin.buffer:
@@ -107,13 +124,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--geoip-db", help="GeoIP2/DB-IP City .mmdb (default: config, then DB-IP City Lite)")
     parser.add_argument("--asn-db", help="GeoIP2/GeoLite2 ASN .mmdb (optional)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dispatch", action="store_true",
+                        help="also deliver alert actions to the configured webhooks (hooks.endpoints)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     try:
         summary = run_replay(args.events, args.alerts, args.scores, args.dead_letter, settings,
-                             args.geoip_db, args.asn_db, progress=not args.no_progress)
+                             args.geoip_db, args.asn_db, progress=not args.no_progress,
+                             dispatch=args.dispatch)
     except FileNotFoundError as exc:
         print(f"straycode replay: {exc}", file=sys.stderr)
         return 2
