@@ -25,12 +25,13 @@ class ScoreRecord:
     actions: list[str]
     flow: str
     purpose: str
+    terms: dict[str, float] = field(default_factory=dict)   # reason code -> log-odds weight
 
     def to_dict(self) -> dict:
         return {"code_event_id": self.code_event_id, "user_id": self.user_id, "ts": self.ts,
                 "score": self.score, "issue_score": self.issue_score, "severity": self.severity,
                 "alerted": self.alerted, "actions": self.actions, "flow": self.flow,
-                "purpose": self.purpose}
+                "purpose": self.purpose, "terms": self.terms}
 
 
 @dataclass(slots=True)

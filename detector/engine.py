@@ -258,7 +258,8 @@ class Detector:
             SEVERITY_RANK[severity] >= SEVERITY_RANK[self.cfg["alert_min_severity"]])
         actions = self.policy.actions(flow, severity, verdict.codes()) if alerted else []
         record = ScoreRecord(code_id, user_id, pending[P_TS], verdict.score, verdict.issue_score,
-                             severity, alerted, actions, flow, pending[P_PURPOSE])
+                             severity, alerted, actions, flow, pending[P_PURPOSE],
+                             {t.code: round(t.weight, 3) for t in verdict.terms if t.weight})
         out.append(record)
         self.stats["codes_decided"] += 1
         if ctx is not None and ctx.ip is not None and verified is not None:

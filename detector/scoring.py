@@ -292,6 +292,10 @@ def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict
     if b.proven < cfg["learning_min_proven"]:
         terms.append(Term("learning_mode",
                           f"user has only {b.proven} proven sign-ins; history-based evidence is weak", 0.0))
+    scale = cfg.get("term_scale") or {}
+    if scale:                                   # a calibration learned by `straycode train`
+        for term in terms:
+            term.weight *= scale.get(term.code, 1.0)
     bias = cfg["bias"]
     issue_logit = bias + sum(t.weight for t in terms if not t.verification)
     logit = bias + sum(t.weight for t in terms)

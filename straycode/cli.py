@@ -12,6 +12,7 @@ COMMANDS = {
     "replay": ("straycode.replay", "score a JSONL event file through the embedded pipeline (no broker)"),
     "simulate": ("straycode.models.simulate_cli", "generate labelled contract-v1 traffic"),
     "evaluate": ("straycode.models.evaluate_cli", "score quality of --scores against --labels"),
+    "train": ("straycode.models.train_cli", "learn per-reason weights from labelled scores (config override)"),
     "demo": ("straycode.demo", "simulate, replay, evaluate and show example alerts"),
     "worker": ("straycode.streams.worker_cli", "run the Faust stream processor on Kafka"),
     "produce": ("straycode.streams.produce_cli", "publish a JSONL event file to the input topics"),

@@ -34,7 +34,9 @@ def _merge(base: dict, over: Mapping, where: str, path: str = "") -> dict:
             raise ConfigError(f"{where}: unknown setting '{dotted}'")
         if isinstance(base[key], dict) and not isinstance(value, dict):
             raise ConfigError(f"{where}: '{dotted}' must be a mapping")
-        if isinstance(base[key], dict):
+        if base[key] == {}:          # an empty mapping in the defaults is free-form
+            base[key] = dict(value)
+        elif isinstance(base[key], dict):
             _merge(base[key], value, where, dotted + ".")
         else:
             base[key] = value

@@ -253,3 +253,11 @@ def test_attack_stories(base):
             assert e["user_agent"] not in {x["user_agent"] for x in mine}
             checked += 1
     assert checked >= 4
+
+
+def test_timestamps_round_trip_through_the_contract_parser():
+    from straycode.detector.contract import parse_ts
+    from straycode.models.sim_events import iso_ms
+    for t in (1767225600.0, 1767225659.9996, 1767311999.9996, 1790000000.123, 1700000000.5):
+        assert parse_ts(iso_ms(t)) == pytest.approx(round(t, 3), abs=1e-6)
+    assert iso_ms(1767311999.9996) == "2026-01-02T00:00:00.000Z"
