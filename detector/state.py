@@ -19,6 +19,8 @@ P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P
 R_ID, R_T, R_TS, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(12)
 # session fields
 S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
+MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
+MAX_SESSIONS_HARD = 64
 
 
 def short_hash(text: str) -> int:
@@ -61,11 +63,16 @@ class UserState:
         # a later password_ok=False attempt in the same session must not hide an earlier success
         password_ok = password_ok or bool(old and old[S_PASSWORD_OK])
         self.sessions[session_id] = [t, password_ok, ctx, learned]
+        # sessions whose codes still wait for a decision are kept: evicting them would turn a
+        # bombing burst's codes into login_missing and hide that the password was typed
+        waiting = {p[P_SESSION] for p in self.pending.values()} | {session_id}
         horizon = t - ttl
-        for sid in [s for s, v in self.sessions.items()
-                    if v[S_T] < horizon and not any(p[P_SESSION] == s for p in self.pending.values())]:
+        for sid in [s for s, v in self.sessions.items() if v[S_T] < horizon and s not in waiting]:
             del self.sessions[sid]
-        while len(self.sessions) > 8:
+        idle = sorted((v[S_T], s) for s, v in self.sessions.items() if s not in waiting)
+        while len(self.sessions) > MAX_SESSIONS and idle:
+            del self.sessions[idle.pop(0)[1]]
+        while len(self.sessions) > MAX_SESSIONS_HARD:     # a flood: bound memory anyway
             del self.sessions[min(self.sessions, key=lambda s: (self.sessions[s][S_T], s))]
 
     # ------------------------------------------------------------------ codes

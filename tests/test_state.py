@@ -187,3 +187,17 @@ def test_same_event_id_for_different_users_is_not_a_duplicate(geo_dbs):
     for user in ("a", "b"):
         run.send("login", T0, user, event_id="shared", session_id="s", password_ok=True, ip=HOME)
     assert run.det.stats["duplicates"] == 0 and set(run.det.users) == {"a", "b"}
+
+
+def test_sessions_with_pending_codes_survive_a_login_burst():
+    """Code bombing: 12 logins each followed by a code; none may lose its login."""
+    from straycode.detector.state import MAX_SESSIONS, P_SESSION, UserState
+    state = UserState()
+    for i in range(MAX_SESSIONS + 4):
+        state.add_session(f"s{i}", 100 + i, True, None, ttl=3600)   # login first, then its code
+        assert f"s{i}" in state.sessions
+        state.pending[f"c{i}"] = [f"c{i}", 100 + i, "ts", f"s{i}", "sms", "login", None, None, 0, 400 + i]
+    assert {p[P_SESSION] for p in state.pending.values()} <= set(state.sessions)
+    state.pending.clear()
+    state.add_session("later", 200, True, None, ttl=3600)
+    assert len(state.sessions) <= MAX_SESSIONS

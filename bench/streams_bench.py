@@ -1,0 +1,253 @@
+"""Kafka pipeline benchmark on a real (Tansu) broker started for the run.
+
+1. Throughput: the same N pre-produced events read by (a) a raw aiokafka consume->produce
+   pass-through and (b) a `straycode worker` (decode, detector, tables, outputs). Both are
+   timed from their first to their last input message; the ratio (b)/(a) is the number to
+   compare across machines (target >= 0.5).
+2. Latency at a fixed input rate (default 2k events/s, detector.verify_window_s=0 so that
+   codes are decided on arrival): Kafka CreateTime of the input code event -> CreateTime of
+   its score record / alert (same host clock). Target: p99 <= 250 ms.
+
+    python -m bench.streams_bench [--users 3000] [--days 6] [--rate 2000] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures_broker import free_port, start_tansu, stop_tansu  # noqa: E402
+
+from bench.synthetic import generate  # noqa: E402
+
+
+def produce_file(bootstrap: str, topic: str, path: Path, rate: float = 0.0) -> int:
+    """Publish every line keyed by user_id; at `rate` events/s when given."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0 if rate else 20,
+                             batch_size=1 if rate else 65536, acks=1)
+    n, start = 0, time.perf_counter()
+    for line in path.read_bytes().splitlines():
+        user = orjson.loads(line)["user_id"].encode()
+        producer.send(topic, key=user, value=line)
+        n += 1
+        if rate:
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    producer.flush()
+    producer.close()
+    return n
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    admin.close()
+
+
+async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int) -> float:
+    """Seconds from first to last message for consume -> produce, aiokafka, no processing."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id="raw-passthrough",
+                                auto_offset_reset="earliest", session_timeout_ms=6000,
+                                heartbeat_interval_ms=1000, max_poll_interval_ms=10000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    seen, first = 0, None
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                if first is None:
+                    first = time.perf_counter()
+                for r in records:
+                    await producer.send(dst, r.value, key=r.key)
+                seen += len(records)
+        await producer.flush()
+        return time.perf_counter() - first
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def worker_env(bootstrap: str, app_id: str, **over) -> dict[str, str]:
+    env = {"STRAYCODE__KAFKA__BROKER": f"kafka://{bootstrap}",
+           "STRAYCODE__KAFKA__APP_ID": app_id, "STRAYCODE__ALERTS__FORMAT": "native"}
+    for key in ("logins", "codes", "events", "alerts", "scores", "dead_letters", "network_ops",
+                "ticks"):
+        env[f"STRAYCODE__KAFKA__TOPICS__{key.upper()}"] = f"{app_id}.{key}"
+    env.update(over)
+    return env
+
+
+class Worker:
+    def __init__(self, env: dict, tmp: Path, name: str):
+        self.port = free_port()
+        self.log = open(tmp / f"{name}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "straycode.cli", "worker", "--web-port", str(self.port),
+             "--datadir", str(tmp / name)], env=dict(os.environ, **env),
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def metric(self, name: str) -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+    def ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                    if orjson.loads(r.read())["ok"]:
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, "worker died"
+            time.sleep(0.2)
+        raise TimeoutError("worker not ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def faust_throughput(bootstrap: str, tmp: Path, n: int, topic_events: str) -> float:
+    env = worker_env(bootstrap, "bench-tp", STRAYCODE__KAFKA__TOPICS__EVENTS=topic_events)
+    w = Worker(env, tmp, "tp")
+    try:
+        first = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = w.metric("straycode_events_in_total")
+            if done and first is None:
+                first = time.perf_counter()
+            if done >= n:
+                return time.perf_counter() - first
+            time.sleep(0.05)
+        raise TimeoutError(f"worker read {done}/{n}")
+    finally:
+        w.stop()
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out, idle = [], 0
+    while idle < 3:
+        got = c.poll(timeout_ms=300)
+        idle = 0 if got else idle + 1
+        for records in got.values():
+            out.extend(records)
+    c.close()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def latency(bootstrap: str, tmp: Path, path: Path, rate: float) -> dict:
+    app = "bench-lat"
+    env = worker_env(bootstrap, app, STRAYCODE__DETECTOR__VERIFY_WINDOW_S="0",
+                     STRAYCODE__KAFKA__EMIT_SCORES="true")
+    create_topics(bootstrap, [f"{app}.{t}" for t in ("events", "logins", "codes")], 4)
+    w = Worker(env, tmp, "lat")
+    try:
+        w.ready()
+        n = produce_file(bootstrap, f"{app}.events", path, rate)
+        deadline = time.monotonic() + 120
+        while w.metric("straycode_events_in_total") < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        hist = (w.metric("straycode_scoring_latency_seconds_sum"),
+                w.metric("straycode_scoring_latency_seconds_count"))
+    finally:
+        w.stop()
+    sent = {}
+    for r in read_all(bootstrap, f"{app}.events"):
+        e = orjson.loads(r.value)
+        if e["type"] == "code_issued":
+            sent[e["event_id"]] = r.timestamp
+    def lat(topic: str) -> list[float]:
+        return [r.timestamp - sent[orjson.loads(r.value)["code_event_id"]]
+                for r in read_all(bootstrap, topic)
+                if orjson.loads(r.value)["code_event_id"] in sent]
+    return {"events": n, "scores": lat(f"{app}.scores"), "alerts": lat(f"{app}.alerts"),
+            "detector_ms_mean": 1000 * hist[0] / hist[1] if hist[1] else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--days", type=int, default=6)
+    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        broker = start_tansu(tmp / "tansu.log")
+        try:
+            path = tmp / "events.jsonl"
+            counts = generate(path, args.users, args.days)
+            create_topics(broker.bootstrap, ["bench.in", "bench.raw-out"], 4)
+            n = produce_file(broker.bootstrap, "bench.in", path)
+            print(f"input: {n} events ({counts.codes} codes), 4 partitions, Tansu on {broker.bootstrap}")
+            raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", "bench.raw-out", n))
+            raw = n / raw_s
+            print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
+            faust_s = faust_throughput(broker.bootstrap, tmp, n, "bench.in")
+            fst = n / faust_s
+            print(f"straycode worker (Faust)      : {fst:10.0f} events/s  ({faust_s:.2f} s)")
+            print(f"ratio worker/raw              : {fst / raw:10.3f}   (target >= 0.5)")
+
+            lat_path = tmp / "lat.jsonl"
+            lines = path.read_bytes().splitlines()[: int(args.rate * args.seconds)]
+            lat_path.write_bytes(b"\n".join(lines) + b"\n")
+            res = latency(broker.bootstrap, tmp, lat_path, args.rate)
+            print(f"latency at {args.rate:.0f} events/s for {res['events']} events "
+                  f"(verify_window_s=0); detector+decode mean {res['detector_ms_mean']:.3f} ms")
+            for name in ("scores", "alerts"):
+                vals = res[name]
+                if vals:
+                    print(f"  event -> {name:<6}: n={len(vals):6d}  p50={pct(vals, .5):6.0f} ms  "
+                          f"p99={pct(vals, .99):6.0f} ms  max={max(vals):6.0f} ms   (target p99 <= 250 ms)")
+                else:
+                    print(f"  event -> {name:<6}: none")
+        finally:
+            stop_tansu(broker)
+
+
+if __name__ == "__main__":
+    main()
