@@ -106,7 +106,7 @@ class Worker:
         self.log = open(tmp / f"{name}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "straycode.cli", "worker", "--web-port", str(self.port),
-             "--datadir", str(tmp / name)], env=dict(os.environ, **env),
+             "--datadir", str(tmp / name), "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warning")], env=dict(os.environ, **env),
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def metric(self, name: str) -> float:

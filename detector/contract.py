@@ -229,9 +229,8 @@ def parse_event(obj: Any) -> Event:
         as_org=_str(obj, "as_org", required=False, nullable=True, min_len=0),
     )
     event = _BUILDERS[etype](obj, common)
-    extra = {k: v for k, v in obj.items() if k not in _COMMON and k not in _SPECIFIC[etype]}
-    if extra:
-        event.extra = extra
+    if obj.keys() - _KNOWN[etype]:              # set difference in C: the common case is none
+        event.extra = {k: v for k, v in obj.items() if k not in _KNOWN[etype]}
     return event
 
 
@@ -283,6 +282,7 @@ _SPECIFIC = {
     "password_changed": set(),
     "user_feedback": {"code_event_id", "verdict"},
 }
+_KNOWN = {etype: _COMMON | specific for etype, specific in _SPECIFIC.items()}
 
 
 def decode_line(line: bytes | str, max_bytes: int = 65536) -> Event:

@@ -117,6 +117,11 @@ def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
                  "score": ranking_metrics(y, both["score"].to_numpy(dtype=float))}
     issue = both["issue_score"].to_numpy(dtype=float)
     out["issue_score"] = ranking_metrics(y, issue) if not np.isnan(issue).all() else None
+    # the headline case: attacks where the password was typed correctly, against all legit codes
+    pw = both[(both["label"] == 0) | both["password_compromised"].astype(bool)]
+    pw_y = pw["label"].to_numpy()
+    out["score_password_verified"] = (ranking_metrics(pw_y, pw["score"].to_numpy(dtype=float))
+                                      if 0 < pw_y.sum() < len(pw_y) else None)
 
     pos, alerted = labelled["label"] == 1, labelled["alerted"]
     tp, fp = int((pos & alerted).sum()), int((~pos & alerted).sum())
@@ -171,12 +176,15 @@ def format_table(m: dict) -> str:
                  f"{c['scores_without_label']}, duplicate score lines {c['duplicate_score_lines']}")
     lines.append("")
     lines.append(f"{'ranking':12s} {'ROC-AUC':>8s} {'PR-AUC':>8s} {'TPR@0.1%':>9s} {'TPR@0.5%':>9s} {'TPR@1%':>8s}")
-    for name in ("score", "issue_score"):
+    for name, title in (("score", "score"), ("issue_score", "issue_score"),
+                        ("score_password_verified", "score (pw)")):
         r = m.get(name)
         if r:
-            lines.append(f"{name:12s} {_fmt(r['roc_auc']):>8s} {_fmt(r['pr_auc']):>8s} "
+            lines.append(f"{title:12s} {_fmt(r['roc_auc']):>8s} {_fmt(r['pr_auc']):>8s} "
                          f"{_fmt(r['tpr_at_fpr_0.001']):>9s} {_fmt(r['tpr_at_fpr_0.005']):>9s} "
                          f"{_fmt(r['tpr_at_fpr_0.01']):>8s}")
+    if m.get("score_password_verified"):
+        lines.append("score (pw): attacks where the password was typed correctly vs all legit codes")
     a = m["alerts"]
     lines.append("")
     lines.append(f"alerts {a['alerts']}: precision {_fmt(a['precision'])}, recall {_fmt(a['recall'])}, "

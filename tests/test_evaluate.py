@@ -128,3 +128,12 @@ def test_cli_bad_input(tmp_path, capsys):
     bad.write_text("{not json\n")
     assert main(["evaluate", "--labels", str(bad), "--scores", str(bad)]) == 2
     assert "not JSON" in capsys.readouterr().err
+
+
+def test_password_verified_subset_drops_no_password_attacks():
+    """Only c1, c2 (compromised) count as positives; both outrank every legit code."""
+    m = evaluate_frames(*frames())
+    pw = m["score_password_verified"]
+    assert pw["roc_auc"] == pytest.approx(1.0)
+    assert pw["tpr_at_fpr_0.001"] == pytest.approx(1.0)
+    assert m["score"]["roc_auc"] < 1.0

@@ -16,7 +16,7 @@ from straycode.detector.contract import (CHANNELS, PURPOSES, ContractError, deco
                                          parse_event)
 from straycode.detector.engine import Detector
 from straycode.detector.enrich import Enricher
-from straycode.detector.policy import GUARDED
+from straycode.detector.policy import ACTION_ORDER, GUARDED
 from straycode.detector.state import NetworkState, UserState
 from test_contract import VALID, documents
 
@@ -130,7 +130,10 @@ def enricher(geo_dbs):
 
 
 CONFIGS = [{}, {"verify_window_s": 0}, {"login_grace_s": 0, "verify_window_s": 30},
-           {"learning_min_proven": 0, "alert_min_severity": "low"}]
+           {"learning_min_proven": 0, "alert_min_severity": "low"},
+           # a policy asking for every action on every alert: only the guardrail stands in the way
+           {"alert_min_severity": "low",
+            "policy": {"rules": [{"name": "all", "when": {}, "actions": list(ACTION_ORDER)}]}}]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -345,3 +345,14 @@ def test_reset_flow_is_flagged_but_never_password_verified(new_run):
     record = run.score(code)
     assert record.flow == "no_password" and record.alerted
     assert "force_password_reset" not in record.actions
+
+
+def test_verified_code_is_judged_against_the_history_before_it(new_run):
+    """Entering the code proves the context and teaches the baseline, but only after the
+    code was scored: its own sign-in must not make itself look familiar."""
+    run, code = attempt(new_run, ip=SE, device="dev-new-phone", ua=UA_IPHONE, verified=True)
+    terms = run.terms(code)
+    assert terms["new_device"] > 0 and terms["new_network_and_country"] > 0
+    assert terms["code_verified"] < 0 and not run.score(code).alerted
+    b = run.det.users["alice"].baseline
+    assert b.count("net0", "AS29518") == 1 and b.device("dev-new-phone") is not None

@@ -1,0 +1,133 @@
+"""Unit tests of the pieces of straycode.streams that need no broker."""
+from __future__ import annotations
+
+import base64
+from types import SimpleNamespace
+
+import pytest
+
+from straycode.detector.contract import parse_event
+from straycode.detector.enrich import Enricher
+from straycode.detector.state import NetworkState
+from straycode.settings import ConfigError, detector_settings, load_settings
+from straycode.streams.agents import dead_letter_record, expected_partition
+from straycode.streams.clock import PartitionClock, StreamDetector
+from straycode.streams.connection import bootstrap_servers, client_kwargs, faust_credentials
+from straycode.streams.tables import NetworkStore, RecordingNetworkState, apply_ops
+from streams_events import T0, iso
+
+TP = SimpleNamespace
+
+
+def tp(topic, p):
+    return TP(topic=topic, partition=p)
+
+
+class FakeConsumer:
+    def __init__(self):
+        self.ends: dict = {}
+
+    def highwater(self, t):
+        return self.ends.get((t.topic, t.partition))
+
+    def committed(self, t):
+        return None
+
+
+def test_watermark_is_held_by_a_lagging_topic_partition():
+    c = FakeConsumer()
+    clock = PartitionClock(["logins", "codes"], c.highwater, c.committed)
+    clock.assign([tp("logins", 0), tp("codes", 0), tp("codes", 1)])
+    c.ends.update({("logins", 0): 10, ("codes", 0): 10, ("codes", 1): 0})
+    clock.seen(tp("codes", 0), 9, 1000.0)             # codes p0 read to the end
+    clock.seen(tp("logins", 0), 4, 500.0)             # logins p0 still has 5 unread
+    assert clock.watermark(0, tp) == 500.0
+    clock.seen(tp("logins", 0), 9, 990.0)             # caught up
+    assert clock.watermark(0, tp) == 1000.0
+    c.ends[("logins", 0)] = 12                        # new logins arrived, not read yet
+    assert clock.watermark(0, tp) == 990.0
+    assert clock.watermark(1, tp) == float("-inf")    # nothing read on partition 1
+    assert clock.lag(tp)[("logins", 0)] == 2
+
+
+def test_unknown_highwater_holds_the_watermark():
+    c = FakeConsumer()
+    clock = PartitionClock(["logins", "codes"], c.highwater, c.committed)
+    clock.assign([tp("logins", 0), tp("codes", 0)])
+    c.ends[("codes", 0)] = 1
+    clock.seen(tp("codes", 0), 0, 100.0)
+    assert clock.watermark(0, tp) == float("-inf")    # logins p0 never fetched
+    c.ends[("logins", 0)] = 0                          # fetched: empty
+    assert clock.watermark(0, tp) == 100.0
+
+
+def test_stream_detector_clock_moves_only_when_told():
+    det = StreamDetector(detector_settings(load_settings(env={})), Enricher())
+    code = parse_event({"event_id": "c1", "type": "code_issued", "ts": iso(T0), "user_id": "u",
+                        "session_id": None, "channel": "sms", "purpose": "password_reset",
+                        "ip": "81.2.69.10"})
+    det.hold_until(T0 - 10)
+    assert det.process(code) == [] and det.watermark == T0 - 10   # the event did not move it
+    assert det.advance() == []                                     # window not passed
+    det.hold_until(T0 + 10 ** 6)
+    (score,) = [o for o in det.advance() if o.code_event_id == "c1"]
+    assert score.flow == "no_password"
+
+
+def test_recorded_network_ops_rebuild_the_same_state():
+    direct = RecordingNetworkState()
+    for i, user in enumerate(["a", "b", "a", "c"]):
+        direct.observe(user, int(T0) + 60 * i, 3600, login_ok=i % 2 == 0, code=i > 1)
+    direct.outcome(int(T0) + 400, verified=False)
+    replayed = apply_ops(NetworkState(), direct.ops)
+    assert replayed.to_bytes() == direct.to_bytes()
+    assert replayed.distinct_users(int(T0) + 400, 3600) == 3
+
+
+def test_network_store_reads_own_writes_until_the_view_moves():
+    view: dict = {}
+    store = NetworkStore(view)                 # a dict stands in for the GlobalTable
+    state = store.get("ip:1.2.3.4")
+    assert isinstance(state, RecordingNetworkState) and state.distinct_users(0, 10) == 0
+    state.observe("alice", 100, 3600, code=True)
+    store["ip:1.2.3.4"] = state
+    assert store.take_outbox() == {"ip:1.2.3.4": [["o", "alice", 100, 3600, None, True]]}
+    assert store.get("ip:1.2.3.4").distinct_users(100, 3600) == 1      # local copy
+    other = NetworkState()
+    other.observe("bob", 101, 3600)
+    other.observe("alice", 100, 3600)
+    view[b"ip:1.2.3.4"] = other.to_bytes()                              # network agent wrote
+    assert store.get("ip:1.2.3.4").distinct_users(101, 3600) == 2      # view wins now
+    with pytest.raises(TypeError):
+        store["ip:9.9.9.9"] = NetworkState()
+
+
+def test_dead_letter_record_keeps_where_and_what():
+    msg = SimpleNamespace(topic="t", partition=3, offset=42, timestamp=1.5, key=b"u1",
+                          value=b"\xff\x00")
+    rec = __import__("orjson").loads(dead_letter_record(msg, "malformed_json", "bad"))
+    assert (rec["topic"], rec["partition"], rec["offset"], rec["reason"]) == ("t", 3, 42, "malformed_json")
+    assert base64.b64decode(rec["value_b64"]) == b"\xff\x00" and "value" not in rec
+    msg.value = b'{"a": 1}'
+    assert __import__("orjson").loads(dead_letter_record(msg, "r", "d"))["value"] == '{"a": 1}'
+
+
+def test_expected_partition_is_kafkas_murmur2():
+    from aiokafka.partitioner import DefaultPartitioner      # what Faust's producer uses
+    for key in (b"alice", b"bob", b"u17", b"user000042"):
+        assert expected_partition(key, 4) == DefaultPartitioner()(key, [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+def test_sasl_password_comes_from_env_and_is_not_shown():
+    kcfg = dict(load_settings(env={})["kafka"], broker="kafka://h1:9092;h2:9093",
+                security_protocol="SASL_PLAINTEXT", sasl_username="svc",
+                sasl_mechanism="SCRAM-SHA-512")
+    env = {"STRAYCODE_SASL_PASSWORD": "s3cr3t-pw"}
+    assert bootstrap_servers(kcfg) == ["h1:9092", "h2:9093"]
+    kw = client_kwargs(kcfg, env)
+    assert kw["sasl_plain_password"] == "s3cr3t-pw" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    creds = faust_credentials(kcfg, env)
+    assert creds.password == "s3cr3t-pw" and "s3cr3t" not in repr(creds)
+    with pytest.raises(ConfigError):
+        client_kwargs(kcfg, {})
+    assert faust_credentials(dict(kcfg, security_protocol="PLAINTEXT"), env) is None
