@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +123,7 @@ def main() -> None:
 
     settings = load_settings()
     city_db = None if args.no_geoip else default_city_db()
-    print(f"python {os.sys.version.split()[0]}, geoip: {city_db or 'none'}")
+    print(f"python {sys.version.split()[0]}, geoip: {city_db or 'none'}")
     with tempfile.TemporaryDirectory(prefix="straycode-bench-") as tmp:
         tmp = Path(tmp)
         events_file = tmp / "events.jsonl"

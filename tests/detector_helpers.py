@@ -9,7 +9,7 @@ Places used by the tests (all answered by the fixture databases):
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from straycode.detector.alerts import Alert, ScoreRecord
 from straycode.detector.contract import parse_event

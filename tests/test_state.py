@@ -63,7 +63,6 @@ def outputs(run: Run) -> list[dict]:
 def test_detector_on_byte_tables_decides_exactly_like_on_dicts(geo_dbs):
     plain = Run(make_detector(geo_dbs))
     scenario(plain)
-    city, asn = geo_dbs
     encoded_det = make_detector(geo_dbs)
     encoded_det.users, encoded_det.networks = BytesTable(UserState), BytesTable(NetworkState)
     encoded = Run(encoded_det)
