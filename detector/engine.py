@@ -22,7 +22,7 @@ from .population import Population
 from .scoring import Signals, Verdict, score_code
 from .state import (P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID, P_PURPOSE, P_SESSION, P_T, P_TS,
                     P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX, R_FLOW, R_ID, R_PURPOSE, R_REASONS,
-                    R_SCORE, R_SEVERITY, R_STATUS, R_T, R_TS, S_CTX, S_LEARNED, S_PASSWORD_OK,
+                    R_SCORE, R_SEVERITY, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK,
                     NetworkState, UserState)
 
 Output = ScoreRecord | Alert
@@ -55,7 +55,7 @@ class Detector:
         state = self.users.get(event.user_id)
         if state is None:
             state = UserState()
-        if state.is_duplicate(event.event_id, event.t, self.cfg["dedup_window_s"]):
+        if state.is_duplicate(event.event_id):
             self.stats["duplicates"] += 1
             return self.advance()
         out: list[Output] = []
@@ -267,12 +267,14 @@ class Detector:
                 net = self._network(key)
                 net.outcome(int(t), verified)
                 self.networks[key] = net
+        # kept for feedback: what a `me` would teach, what a `not_me` update would show
         keep_ctx = ctx.to_list() if ctx is not None and (alerted or not verified) else None
         status = "escalated" if sig.feedback_not_me else "open"
-        state.remember([code_id, int(t), pending[P_TS], verdict.score, severity, flow, int(alerted),
-                        pending[P_PURPOSE], pending[P_CHANNEL],
-                        sorted(verdict.codes())[:8], keep_ctx,
-                        status], self.cfg["recent_codes_kept"], int(self.watermark))
+        top = [term.code for term in sorted(verdict.terms, key=lambda x: (-x.weight, x.code))
+               if term.weight > 0][:4]
+        state.remember([code_id, int(t), round(verdict.score, 4), severity, flow, int(alerted),
+                        pending[P_PURPOSE], pending[P_CHANNEL], top, keep_ctx, status],
+                       self.cfg["recent_codes_kept"], int(self.watermark))
         if alerted:
             self.stats["alerts"] += 1
             out.append(self._alert(user_id, state, pending, verdict, flow, actions, login_ctx,

@@ -62,7 +62,7 @@ class Context:
     def to_list(self) -> list:
         return [self.ip, self.prefix, self.network, self.asn, self.as_org, self.country,
                 self.city, self.lat, self.lon, self.private, self.device_id,
-                (self.user_agent or "")[:256] or None, self.browser, self.os]
+                (self.user_agent or "")[:160] or None, self.browser, self.os]
 
     @classmethod
     def from_list(cls, values: list) -> "Context":

@@ -6,8 +6,10 @@ them and a restarted worker can recover them from the changelog.
 """
 from __future__ import annotations
 
+import base64
 import math
 import zlib
+from array import array
 
 import orjson
 
@@ -16,11 +18,12 @@ from .baseline import Baseline
 # pending code fields (a list, for compact storage)
 P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P_DEADLINE = range(10)
 # recent (decided) code fields
-R_ID, R_T, R_TS, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(12)
+R_ID, R_T, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(11)
 # session fields
 S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
+SEEN_MAX = 48              # dedup memory: the user's last 48 event ids (redelivery comes soon)
 
 
 def short_hash(text: str) -> int:
@@ -39,20 +42,17 @@ class UserState:
         self.pending: dict[str, list] = {}       # code event id -> pending code (P_* fields)
         self.recent: list[list] = []             # decided codes, newest last (R_* fields)
         self.code_times: list[int] = []          # recent code requests, for bombing
-        self.seen: dict[int, int] = {}           # short_hash(event_id) -> t, for dedup
+        self.seen: dict[int, None] = {}          # short_hash(event_id) of recent events, oldest first
 
     # ------------------------------------------------------------------ dedup
-    def is_duplicate(self, event_id: str, t: float, window: int) -> bool:
-        """True when this event id was seen within `window` seconds; records it otherwise."""
+    def is_duplicate(self, event_id: str) -> bool:
+        """True when this event id is among the user's last SEEN_MAX; records it otherwise."""
         key = short_hash(event_id)
         if key in self.seen:
             return True
-        self.seen[key] = int(t)
-        if len(self.seen) > 64:
-            horizon = int(t) - window
-            self.seen = {k: v for k, v in self.seen.items() if v >= horizon}
-            while len(self.seen) > 64:
-                self.seen.pop(next(iter(self.seen)))
+        self.seen[key] = None
+        if len(self.seen) > SEEN_MAX:
+            del self.seen[next(iter(self.seen))]
         return False
 
     # ------------------------------------------------------------------ sessions
@@ -95,20 +95,22 @@ class UserState:
 
     # ------------------------------------------------------------------ codec
     def to_bytes(self) -> bytes:
-        return orjson.dumps([1, self.baseline.to_list(), self.sessions, self.pending,
+        return orjson.dumps([2, self.baseline.to_list(), self.sessions, self.pending,
                              self.recent, self.code_times,
-                             [[k, v] for k, v in self.seen.items()]])
+                             base64.b64encode(array("I", self.seen).tobytes()).decode()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
         version, baseline, sessions, pending, recent, code_times, seen = orjson.loads(data)
-        if version != 1:
+        if version != 2:
             raise ValueError(f"unknown UserState version {version}")
         state = cls()
         state.baseline = Baseline.from_list(baseline)
         state.sessions, state.pending, state.recent = sessions, pending, recent
         state.code_times = code_times
-        state.seen = {k: v for k, v in seen}
+        hashes = array("I")
+        hashes.frombytes(base64.b64decode(seen))
+        state.seen = dict.fromkeys(hashes)
         return state
 
 

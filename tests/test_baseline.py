@@ -181,4 +181,4 @@ def test_default_caps_hold_for_a_busy_user(geo_dbs):
     assert all(len(table) <= cfg["max_values_per_feature"] for table in b.feats.values())
     state = run.det.users["busy"]
     assert len(state.recent) <= cfg["recent_codes_kept"] and len(state.sessions) <= 8
-    assert len(state.code_times) <= 32 and len(state.seen) <= 64 and not state.pending
+    assert len(state.code_times) <= 32 and len(state.seen) <= 48 and not state.pending

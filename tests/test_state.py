@@ -147,12 +147,12 @@ def test_network_users_are_capped():
     assert len(net.users) <= 96 and net.distinct_users(int(T0) + 500, 3600) == len(net.users)
 
 
-@pytest.mark.parametrize("version_blob", [b'[2, 0, 0, 0, 0, 0, 0, []]'])
+@pytest.mark.parametrize("version_blob", [b'[99, 0, 0, 0, 0, 0, 0, []]'])
 def test_unknown_state_version_is_refused(version_blob):
     with pytest.raises(ValueError, match="version"):
         NetworkState.from_bytes(version_blob)
     with pytest.raises(ValueError, match="version"):
-        UserState.from_bytes(b'[2, [], {}, {}, [], [], []]')
+        UserState.from_bytes(b'[99, [], {}, {}, [], [], ""]')
 
 
 # --------------------------------------------------------------------------- dedup
