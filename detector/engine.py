@@ -50,15 +50,15 @@ class Detector:
     def process(self, event: Event) -> list[Output]:
         """Handle one event; returns what it decided (including codes whose window passed)."""
         self.stats[f"events.{event.type}"] += 1
-        if event.t > self.watermark:
-            self.watermark = event.t
+        # codes whose window closed before this event are decided first, so that nothing
+        # this event teaches can leak into their scores
+        out = self.advance(event.t)
         state = self.users.get(event.user_id)
         if state is None:
             state = UserState()
         if state.is_duplicate(event.event_id):
             self.stats["duplicates"] += 1
-            return self.advance()
-        out: list[Output] = []
+            return out
         handler = self._handlers[type(event)]
         handler(self, event, state, out)
         self.users[event.user_id] = state
@@ -159,6 +159,10 @@ class Detector:
         if event.session_id is not None and session is None:
             wait = max(wait, self.cfg["login_grace_s"])
         deadline = event.t + wait
+        if deadline < self.watermark:
+            # delivered late: give its login / verification the grace window from now
+            deadline = self.watermark + self.cfg["login_grace_s"]
+            self.stats["late_codes"] += 1
         pending = [event.event_id, event.t, event.ts, event.session_id, event.channel,
                    event.purpose, ctx.to_list() if ctx else None, None, 0, deadline]
         state.pending[event.event_id] = pending
