@@ -92,6 +92,7 @@ async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int) -> float:
 
 def worker_env(bootstrap: str, app_id: str, **over) -> dict[str, str]:
     env = {"STRAYCODE__KAFKA__BROKER": f"kafka://{bootstrap}",
+           "STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS": "50",        # Tansu: see docs/streams.md
            "STRAYCODE__KAFKA__APP_ID": app_id, "STRAYCODE__ALERTS__FORMAT": "native"}
     for key in ("logins", "codes", "events", "alerts", "scores", "dead_letters", "network_ops",
                 "ticks"):

@@ -22,7 +22,7 @@ from .population import Population
 from .scoring import Signals, Verdict, score_code
 from .state import (P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID, P_PURPOSE, P_SESSION, P_T, P_TS,
                     P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX, R_FLOW, R_ID, R_PURPOSE, R_REASONS,
-                    R_SCORE, R_SEVERITY, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK,
+                    R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK,
                     NetworkState, UserState)
 
 Output = ScoreRecord | Alert

@@ -20,9 +20,31 @@ def store_url(kcfg: Mapping) -> str:
     return wanted
 
 
+def set_fetch_max_wait(ms: int) -> None:
+    """Faust hard-codes the consumer's fetch_max_wait_ms (1500); make it configurable.
+
+    Only matters on brokers that hold a fetch for the whole wait even when records arrive
+    (Tansu 0.6): there every hop would cost up to that long. Patches this process only."""
+    import aiokafka
+    from faust.transport.drivers import aiokafka as driver
+
+    base = getattr(aiokafka.AIOKafkaConsumer, "_straycode_base", aiokafka.AIOKafkaConsumer)
+
+    class Consumer(base):
+        _straycode_base = base
+
+        def __init__(self, *args, **kwargs):
+            kwargs["fetch_max_wait_ms"] = ms
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = Consumer
+
+
 def create_app(settings: Mapping, *, web_port: int | None = None,
                datadir: str | None = None, env: Mapping[str, str] | None = None) -> faust.App:
     kcfg = settings["kafka"]
+    if kcfg.get("fetch_max_wait_ms"):
+        set_fetch_max_wait(int(kcfg["fetch_max_wait_ms"]))
     datadir = Path(datadir or kcfg["datadir"]).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -37,6 +59,7 @@ def create_app(settings: Mapping, *, web_port: int | None = None,
         topic_replication_factor=int(kcfg["replication_factor"]),
         stream_buffer_maxsize=int(kcfg["stream_buffer_maxsize"]),
         producer_max_batch_size=int(kcfg["producer_max_batch_size"]),
+        broker_max_poll_records=int(kcfg["broker_max_poll_records"]),
         broker_max_poll_interval=float(kcfg["broker_max_poll_interval"]),
         broker_session_timeout=float(kcfg["broker_session_timeout"]),
         broker_heartbeat_interval=float(kcfg["broker_heartbeat_interval"]),

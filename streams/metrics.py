@@ -25,7 +25,7 @@ class Metrics:
         self.lag = Gauge("straycode_consumer_lag", "messages not yet read",
                          ["topic", "partition"], registry=r)
         self.watermark = Gauge("straycode_watermark_seconds",
-                               "event-time watermark of this worker", registry=r)
+                               "event-time clock of an input partition", ["partition"], registry=r)
         self.latency = Histogram(
             "straycode_scoring_latency_seconds", "decode+detector time per message",
             buckets=(.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1),

@@ -50,13 +50,17 @@ class UserStore(MutableMapping):
     event to a state that has not seen it, so the alert is re-sent (same id), never lost.
     """
 
-    def __init__(self, table: faust.Table, partition: int):
+    def __init__(self, table: faust.Table, partition: int, cache_size: int = 20_000):
         self.table = table
         self.partition = partition
         self.dirty: dict[str, UserState] = {}
+        # decoded states of recently active users: this store is the only writer of its
+        # partition, so a cached object is always the latest (saves a decode per event)
+        self.cache: dict[str, UserState] = {}
+        self.cache_size = cache_size
 
     def __getitem__(self, user_id: str) -> UserState:
-        state = self.dirty.get(user_id)
+        state = self.dirty.get(user_id) or self.cache.get(user_id)
         if state is not None:
             return state
         raw = self.table.get(user_id.encode())
@@ -81,13 +85,20 @@ class UserStore(MutableMapping):
     def flush(self) -> int:
         """Write buffered states to the table (must run inside this partition's event)."""
         n = len(self.dirty)
+        cache = self.cache
         for user_id, state in self.dirty.items():
             self.table[user_id.encode()] = encode_user(self.partition, state)
+            cache.pop(user_id, None)
+            cache[user_id] = state                      # most recent last
+        while len(cache) > self.cache_size:
+            cache.pop(next(iter(cache)))
         self.dirty.clear()
         return n
 
     def discard(self) -> None:
+        """Forget an event's changes: cached objects may have been mutated in place too."""
         self.dirty.clear()
+        self.cache.clear()
 
 
 def scan_users(table: faust.Table, partitions: set[int]) -> Iterator[tuple[int, str, UserState]]:

@@ -30,6 +30,8 @@ def stream_env(broker, app_id: str, geo_dbs=None, **over) -> dict[str, str]:
         # Tansu 0.6 reports the high watermark as (first offset of the last batch) + 1;
         # one record per batch keeps it right, which Faust's table recovery relies on.
         "STRAYCODE__KAFKA__PRODUCER_MAX_BATCH_SIZE": "1",
+        # Tansu answers a fetch only when its max wait expires: keep the wait short
+        "STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS": "50",
     }
     for key in ("logins", "codes", "events", "alerts", "scores", "dead_letters", "network_ops",
                 "ticks"):

@@ -5,28 +5,15 @@ import json
 import threading
 import time
 
-import pytest
 import yaml
 
 from alert_factory import make_alert
-from hook_server import HookServer, free_port, new_secret
+from hook_server import free_port, new_secret
 from hooks_helpers import SECRET_ENV, dead_letters, hook_settings, iam
 from straycode import cli
 from straycode.detector.ocsf import render_alert
 from straycode.hooks import Dispatcher, dispatch_cli
 from straycode.hooks.receiver import make_server
-
-
-@pytest.fixture
-def secret():
-    return new_secret()
-
-
-@pytest.fixture
-def server(secret):
-    srv = HookServer([secret]).start()
-    yield srv
-    srv.stop()
 
 
 def _config(tmp_path, url, **extra):

@@ -15,18 +15,6 @@ from straycode.hooks.outbox import DEAD, DELIVERED, PENDING
 from straycode.hooks.signing import message_id
 
 
-@pytest.fixture
-def secret():
-    return new_secret()
-
-
-@pytest.fixture
-def server(secret):
-    srv = HookServer([secret]).start()
-    yield srv
-    srv.stop()
-
-
 def dispatcher(tmp_path, server, secret, **kw):
     endpoints = kw.pop("endpoints", None) or [iam(server.url)]
     return Dispatcher(hook_settings(tmp_path, endpoints, **kw), env={SECRET_ENV: secret},

@@ -15,18 +15,6 @@ from straycode.hooks.outbox import HELD, PENDING
 from straycode.settings import ConfigError
 
 
-@pytest.fixture
-def secret():
-    return new_secret()
-
-
-@pytest.fixture
-def server(secret):
-    srv = HookServer([secret]).start()
-    yield srv
-    srv.stop()
-
-
 def test_dry_run_calls_nothing(tmp_path, server, caplog):
     caplog.set_level(logging.INFO, logger="straycode.hooks")
     settings = hook_settings(tmp_path, [iam(server.url)], dry_run=True)
