@@ -1,4 +1,6 @@
-"""`straycode dispatch --alerts FILE [--follow]`: deliver the actions of alerts in a JSONL file.
+"""`straycode dispatch --alerts FILE [--follow]` or `--from-topic`: deliver alert actions.
+
+From a JSONL file (replay output), or from the workers' alert topic (see topic_source.py).
 
 Lines may be in any `alerts.format` (native, ocsf, both); a line that is none of them is
 written to the hooks dead-letter file with its reason and skipped, never fatal.
@@ -14,8 +16,8 @@ import signal
 import sys
 import threading
 
-from straycode.detector.ocsf import native_from_record
 from straycode.hooks.dispatcher import Dispatcher
+from straycode.hooks.topic_source import follow_topic, submit_value
 from straycode.settings import ConfigError, load_settings
 
 log = logging.getLogger("straycode.hooks")
@@ -23,7 +25,12 @@ STOP = threading.Event()   # set by SIGTERM (or by an embedding program/test) to
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alerts", required=True, help="JSONL file of alerts (any alerts.format)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--alerts", help="JSONL file of alerts (any alerts.format)")
+    source.add_argument("--from-topic", action="store_true",
+                        help="consume the alert topic (kafka.topics.alerts) on kafka.broker")
+    parser.add_argument("--idle-exit", type=float, default=0.0,
+                        help="--from-topic: exit after this many idle seconds (0 = run forever)")
     parser.add_argument("--follow", action="store_true",
                         help="keep reading lines appended to the file (like tail -f)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -34,17 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _submit_line(disp: Dispatcher, line: str, where: str) -> int:
-    try:
-        record = json.loads(line)
-        if not isinstance(record, dict):
-            raise ValueError("line is not a JSON object")
-        return disp.submit(native_from_record(record))
-    except (ValueError, KeyError, TypeError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        log.error("hooks: bad alert at %s: %s", where, reason)
-        disp.outbox.write_notice({"kind": "bad_alert", "where": where, "reason": reason,
-                                  "line": line[:2000]})
-        return 0
+    return submit_value(disp, line.encode("utf-8"), where)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as exc:       # bad config, missing file, unusable outbox
         print(f"straycode dispatch: {exc}", file=sys.stderr)
         return 2
+    if args.from_topic:
+        return _run_topic(disp, args)
     if not os.path.isfile(args.alerts):
         print(f"straycode dispatch: no such alerts file: {args.alerts}", file=sys.stderr)
         disp.close()
@@ -86,6 +85,25 @@ def run(args: argparse.Namespace) -> int:
         stats = disp.run_until_idle(args.timeout)
     except KeyboardInterrupt:
         stats = {}
+    finally:
+        disp.close()
+    print(json.dumps({"queued": queued, **stats}, sort_keys=True))
+    return 0
+
+
+def _run_topic(disp: Dispatcher, args: argparse.Namespace) -> int:
+    kcfg = load_settings(getattr(args, "config", None))["kafka"]
+    STOP.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    queued, stats = 0, {}
+    try:
+        if args.release_held:
+            disp.release_held()
+        queued = follow_topic(disp, kcfg, kcfg["topics"]["alerts"], STOP, args.idle_exit)
+        stats = disp.run_until_idle(args.timeout)
+    except KeyboardInterrupt:
+        pass
     finally:
         disp.close()
     print(json.dumps({"queued": queued, **stats}, sort_keys=True))
