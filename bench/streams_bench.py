@@ -179,10 +179,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def latency(bootstrap: str, tmp: Path, path: Path, rate: float) -> dict:
+def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool = True) -> dict:
     app = "bench-lat"
     env = worker_env(bootstrap, app, STRAYCODE__DETECTOR__VERIFY_WINDOW_S="0",
-                     STRAYCODE__KAFKA__EMIT_SCORES="true")
+                     STRAYCODE__KAFKA__EMIT_SCORES="true" if scores else "false")
     create_topics(bootstrap, [f"{app}.{t}" for t in ("events", "logins", "codes")], 4)
     w = Worker(env, tmp, "lat")
     try:
@@ -205,8 +205,34 @@ def latency(bootstrap: str, tmp: Path, path: Path, rate: float) -> dict:
         return [r.timestamp - sent[orjson.loads(r.value)["code_event_id"]]
                 for r in read_all(bootstrap, topic)
                 if orjson.loads(r.value)["code_event_id"] in sent]
-    return {"events": n, "scores": lat(f"{app}.scores"), "alerts": lat(f"{app}.alerts"),
+    return {"events": n, "scores": lat(f"{app}.scores") if scores else [],
+            "alerts": lat(f"{app}.alerts"),
             "detector_ms_mean": 1000 * hist[0] / hist[1] if hist[1] else None}
+
+
+def throughput(broker, tmp: Path, path: Path, n: int) -> None:
+    create_topics(broker.bootstrap, ["bench.raw-out"], 4)
+    raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", "bench.raw-out", n))
+    raw = n / raw_s
+    print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
+    faust_s = faust_throughput(broker.bootstrap, tmp, n, "bench.in")
+    fst = n / faust_s
+    print(f"straycode worker (Faust)      : {fst:10.0f} events/s  ({faust_s:.2f} s)")
+    print(f"ratio worker/raw              : {fst / raw:10.3f}   (target >= 0.5)")
+
+
+def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool) -> None:
+    lat_path = tmp / "lat.jsonl"
+    lines = path.read_bytes().splitlines()[: int(rate * seconds)]
+    lat_path.write_bytes(b"\n".join(lines) + b"\n")
+    res = latency(broker.bootstrap, tmp, lat_path, rate, scores)
+    print(f"latency at {rate:.0f} events/s for {res['events']} events (verify_window_s=0, "
+          f"emit_scores={scores}); decode+detector mean {res['detector_ms_mean']:.3f} ms")
+    for name in ("scores", "alerts"):
+        vals = res[name]
+        if vals:
+            print(f"  event -> {name:<6}: n={len(vals):6d}  p50={pct(vals, .5):6.0f} ms  "
+                  f"p99={pct(vals, .99):6.0f} ms  max={max(vals):6.0f} ms   (target p99 <= 250 ms)")
 
 
 def main() -> None:
@@ -215,6 +241,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=6)
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--no-scores", action="store_true",
+                    help="latency run without kafka.emit_scores (alerts only, no per-code ack wait)")
+    ap.add_argument("--latency-only", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -222,30 +251,12 @@ def main() -> None:
         try:
             path = tmp / "events.jsonl"
             counts = generate(path, args.users, args.days)
-            create_topics(broker.bootstrap, ["bench.in", "bench.raw-out"], 4)
+            create_topics(broker.bootstrap, ["bench.in"], 4)
             n = produce_file(broker.bootstrap, "bench.in", path)
             print(f"input: {n} events ({counts.codes} codes), 4 partitions, Tansu on {broker.bootstrap}")
-            raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", "bench.raw-out", n))
-            raw = n / raw_s
-            print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
-            faust_s = faust_throughput(broker.bootstrap, tmp, n, "bench.in")
-            fst = n / faust_s
-            print(f"straycode worker (Faust)      : {fst:10.0f} events/s  ({faust_s:.2f} s)")
-            print(f"ratio worker/raw              : {fst / raw:10.3f}   (target >= 0.5)")
-
-            lat_path = tmp / "lat.jsonl"
-            lines = path.read_bytes().splitlines()[: int(args.rate * args.seconds)]
-            lat_path.write_bytes(b"\n".join(lines) + b"\n")
-            res = latency(broker.bootstrap, tmp, lat_path, args.rate)
-            print(f"latency at {args.rate:.0f} events/s for {res['events']} events "
-                  f"(verify_window_s=0); detector+decode mean {res['detector_ms_mean']:.3f} ms")
-            for name in ("scores", "alerts"):
-                vals = res[name]
-                if vals:
-                    print(f"  event -> {name:<6}: n={len(vals):6d}  p50={pct(vals, .5):6.0f} ms  "
-                          f"p99={pct(vals, .99):6.0f} ms  max={max(vals):6.0f} ms   (target p99 <= 250 ms)")
-                else:
-                    print(f"  event -> {name:<6}: none")
+            if not args.latency_only:
+                throughput(broker, tmp, path, n)
+            print_latency(broker, tmp, path, args.rate, args.seconds, not args.no_scores)
         finally:
             stop_tansu(broker)
 

@@ -117,12 +117,17 @@ class Pipeline:
                     key=key, value=msg.value, force=True,
                     partition=expected_partition(key, self.partitions))
                 continue
-            self.clock.seen(msg.tp, msg.offset, ev.t)
             det = self.detector(msg.partition)
+            # the event is handled at the clock of before it was read (its own topic still
+            # counts as lagging), then the clock moves on: its window is never cut short
             det.hold_until(self.clock.watermark(msg.partition, TP))
             try:
                 outputs = det.process(ev)
+                self.clock.seen(msg.tp, msg.offset, ev.t)
+                if det.hold_until(self.clock.watermark(msg.partition, TP)):
+                    outputs += det.advance()
             except Exception as exc:      # a core bug must not stop the stream: park the event
+                self.clock.seen(msg.tp, msg.offset, None)
                 det.users.discard()
                 await self.dead_letter(msg, "processing_error", repr(exc)[:500])
                 continue

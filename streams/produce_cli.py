@@ -65,6 +65,7 @@ def publish(kcfg: dict, path: str, *, topic: str | None = None, split: bool = Fa
     if create:
         ensure_topics(kcfg, [topic] if topic else input_topic_names(kcfg))
     producer = KafkaProducer(**client_kwargs(kcfg), acks="all", linger_ms=5,
+                             batch_size=int(kcfg["producer_max_batch_size"]),
                              max_request_size=2 * 1024 * 1024)
     sent: dict[str, int] = {}
     start = time.perf_counter()

@@ -28,10 +28,10 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
     app_id = "group"
     env = stream_env(tansu, app_id, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
     kcfg = settings_for(env)["kafka"]
-    events, expected = labelled_stream(users=16, days=8, attacked_every=2)
+    events, expected = labelled_stream(users=16, days=8, attacked_every=1)   # every partition
     history, attack = _split_attack(events)
-    attack += closing_events(T0 + 30 * DAY)
-    everything = write_jsonl(tmp_path / "all.jsonl", history + attack)
+    closing = closing_events(T0 + 30 * DAY)
+    everything = write_jsonl(tmp_path / "all.jsonl", history + attack + closing)
     ref_alerts, _ = replay_alerts(tmp_path, everything, env)
     assert {a["code_event_id"] for a in ref_alerts} == expected
 
@@ -52,6 +52,7 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
         a.wait_ready(60, partitions=4)                 # A took over B's partitions
 
         publish(kcfg, str(write_jsonl(tmp_path / "x.jsonl", attack)), split=True)
+        publish(kcfg, str(write_jsonl(tmp_path / "c.jsonl", closing)), split=True)
         alerts = values(read_topic(tansu, f"{app_id}.alerts",
                                    lambda r: len(r) >= len(expected), timeout=60))
         time.sleep(1.0)                                # a duplicate would show up by now
@@ -74,9 +75,10 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
     env = stream_env(tansu, app_id, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
     kcfg = settings_for(env)["kafka"]
     events, expected = labelled_stream(users=48, days=8, attacked_every=4)
-    events += closing_events(T0 + 30 * DAY)
+    closing = closing_events(T0 + 30 * DAY)
+    ref_alerts, ref_scores = replay_alerts(
+        tmp_path, write_jsonl(tmp_path / "all.jsonl", events + closing), env)
     path = write_jsonl(tmp_path / "events.jsonl", events)
-    ref_alerts, ref_scores = replay_alerts(tmp_path, path, env)
 
     worker = Worker(env, tmp_path / "w", "w1").start()
     worker.wait_ready(90)
@@ -88,6 +90,7 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
         assert len(seen) >= 150
         worker.stop(signal.SIGKILL)                                   # mid-stream, no goodbye
         producer.join(60)
+        publish(kcfg, str(write_jsonl(tmp_path / "c.jsonl", closing)), split=True)
         restarted = Worker(env, tmp_path / "w", "w2").start()         # same data dir
         alerts = values(read_topic(tansu, f"{app_id}.alerts",
                                    lambda r: {x.value for x in r} and len(
