@@ -59,3 +59,13 @@ def test_two_workers_with_own_ports_and_datadirs(compose):
     assert (ROOT / "Dockerfile").is_file()
     # every worker setting given in compose is a real setting (load_settings rejects unknown keys)
     load_settings(env={k: v for k, v in next(iter(workers.values()))["environment"].items()})
+
+
+def test_dispatcher_reads_alert_topic_with_a_valid_hooks_config(compose):
+    service = compose["services"]["dispatcher"]
+    assert service["command"][:2] == ["dispatch", "--from-topic"]
+    env = {k: v for k, v in service["environment"].items() if k.startswith("STRAYCODE__")}
+    config = ROOT / "config" / "hooks.example.yaml"
+    settings = load_settings(config, env=env)            # rejects unknown keys
+    assert settings["hooks"]["endpoints"] and settings["hooks"]["dry_run"] is True
+    assert any(v.endswith(":/outbox") or ":/outbox:" in v for v in service["volumes"])
