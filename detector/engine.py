@@ -34,8 +34,11 @@ class Detector:
     def __init__(self, cfg: dict, enricher: Enricher | None = None,
                  users: MutableMapping[str, UserState] | None = None,
                  networks: MutableMapping[str, NetworkState] | None = None,
-                 population: Population | None = None):
+                 population: Population | None = None, external_clock: bool = False):
         self.cfg = cfg
+        # external_clock: the caller moves event time (move_clock), e.g. a stream that must
+        # wait for lagging partitions; otherwise every event moves it to its own timestamp
+        self.external_clock = external_clock
         self.enricher = enricher or Enricher()
         self.users = {} if users is None else users
         self.networks = {} if networks is None else networks
@@ -52,7 +55,7 @@ class Detector:
         self.stats[f"events.{event.type}"] += 1
         # codes whose window closed before this event are decided first, so that nothing
         # this event teaches can leak into their scores
-        out = self.advance(event.t)
+        out = self.advance(None if self.external_clock else event.t)
         state = self.users.get(event.user_id)
         if state is None:
             state = UserState()
@@ -65,10 +68,17 @@ class Detector:
         out.extend(self.advance())
         return out
 
+    def move_clock(self, watermark: float) -> bool:
+        """Move event time forward (never back) without deciding; True when it moved."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+            return True
+        return False
+
     def advance(self, watermark: float | None = None) -> list[Output]:
         """Decide every pending code whose deadline is at or before the watermark."""
-        if watermark is not None and watermark > self.watermark:
-            self.watermark = watermark
+        if watermark is not None:
+            self.move_clock(watermark)
         out: list[Output] = []
         heap = self._heap
         while heap and heap[0][0] <= self.watermark:
@@ -94,9 +104,6 @@ class Detector:
     def _schedule(self, deadline: float, user_id: str, code_id: str) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, user_id, code_id))
-
-    def _context(self, event: Event) -> Context | None:
-        return self.enricher.context(event)
 
     def _network(self, key: str) -> NetworkState:
         state = self.networks.get(key)
@@ -133,7 +140,7 @@ class Detector:
 
     # ------------------------------------------------------------------ handlers
     def _on_login(self, event: Login, state: UserState, out: list[Output]) -> None:
-        ctx = self._context(event)
+        ctx = self.enricher.context(event)
         t = int(event.t)
         state.add_session(event.session_id, t, event.password_ok, ctx.to_list() if ctx else None,
                           self.cfg["session_ttl_s"])
@@ -148,7 +155,7 @@ class Detector:
                 self._maybe_decide(event.user_id, state, pending, out)
 
     def _on_code_issued(self, event: CodeIssued, state: UserState, out: list[Output]) -> None:
-        ctx = self._context(event)
+        ctx = self.enricher.context(event)
         t = int(event.t)
         state.note_code(t, self.cfg["bombing_window_s"])
         session = state.sessions.get(event.session_id) if event.session_id else None
@@ -196,7 +203,7 @@ class Detector:
         if session is not None and session[S_CTX]:
             browser = Context.from_list(session[S_CTX]).browser
         elif event.user_agent:
-            ctx = self._context(event)
+            ctx = self.enricher.context(event)
             browser = ctx.browser if ctx else None
         self._learn_session(state, event.session_id, event.t)
         state.baseline.touch_device(event.device_id, int(event.t), browser, self.cfg, trusted=True)
@@ -209,8 +216,7 @@ class Detector:
         if record is None:
             pending = state.pending.get(event.code_event_id)
             if pending is not None and event.verdict == "not_me":
-                pending.append("not_me")               # decided with the feedback in mind
-                self._decide(event.user_id, state, pending, out)
+                self._decide(event.user_id, state, pending, out, not_me=True)
                 return
             self.stats["feedback_unmatched"] += 1
             return
@@ -241,7 +247,8 @@ class Detector:
         if self.cfg["verify_window_s"] == 0 or pending[P_VERIFIED]:
             self._decide(user_id, state, pending, out)
 
-    def _decide(self, user_id: str, state: UserState, pending: list, out: list[Output]) -> None:
+    def _decide(self, user_id: str, state: UserState, pending: list, out: list[Output],
+                not_me: bool = False) -> None:
         code_id, t = pending[P_ID], pending[P_T]
         del state.pending[code_id]
         session = state.sessions.get(pending[P_SESSION]) if pending[P_SESSION] else None
@@ -254,7 +261,7 @@ class Detector:
         sig = Signals(t=t, purpose=pending[P_PURPOSE], flow=flow, ctx=ctx, verified=verified,
                       failed_attempts=pending[P_FAILED],
                       codes_in_window=_codes_near(state.code_times, t, self.cfg["bombing_window_s"]),
-                      feedback_not_me=len(pending) > P_DEADLINE + 1)
+                      feedback_not_me=not_me)
         self._cross_user(sig, ctx, t)
         verdict = score_code(state.baseline, self.population, sig, self.cfg)
         severity = verdict.severity

@@ -51,10 +51,13 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
     if dispatch:
         from .hooks.dispatcher import Dispatcher
         dispatcher = Dispatcher(settings)
+        counts_extra = {"hook_deliveries_queued": 0}
+    else:
+        counts_extra = {}
     fmt = settings["alerts"]["format"]
     max_bytes = settings["input"]["max_line_bytes"]
     dead = DeadLetters(dead_letter_path)
-    counts = {"lines": 0, "events": 0, "scores": 0, "alerts": 0, "alert_updates": 0}
+    counts = {"lines": 0, "events": 0, "scores": 0, "alerts": 0, "alert_updates": 0, **counts_extra}
     started = time.perf_counter()
     source = open_input(events_path)
     total = Path(events_path).stat().st_size if events_path != "-" else None
@@ -71,8 +74,7 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
                     native = item.to_dict()
                     alerts_out.write(orjson.dumps(render_alert(native, fmt)) + b"\n")
                     if dispatcher is not None:
-                        counts["hook_deliveries_queued"] = counts.get("hook_deliveries_queued", 0) + \
-                            dispatcher.submit(native)
+                        counts["hook_deliveries_queued"] += dispatcher.submit(native)
 
         try:
             for number, line, size in read_lines(source, max_bytes):

@@ -79,24 +79,10 @@ class PartitionClock:
 
 
 class StreamDetector(Detector):
-    """A Detector whose clock is moved by the stream (see module doc), not by each event.
+    """A Detector whose event-time clock is moved by the stream (see module doc), not by
+    each event, so that decisions wait for lagging topics."""
 
-    The core moves `self.watermark` itself on every event; here those moves are ignored
-    and only `hold_until()` advances it, so decisions wait for lagging topics."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, external_clock=True, **kwargs)
 
-    _clock = 0.0
-
-    @property
-    def watermark(self) -> float:
-        return self._clock
-
-    @watermark.setter
-    def watermark(self, value: float) -> None:
-        pass
-
-    def hold_until(self, watermark: float) -> bool:
-        """Move the clock forward (never back); True when it moved."""
-        if watermark > self._clock:
-            self._clock = watermark
-            return True
-        return False
+    hold_until = Detector.move_clock

@@ -18,7 +18,6 @@ from collections.abc import MutableMapping
 from typing import Iterator, Mapping
 
 import faust
-import orjson
 
 from straycode.detector.state import NetworkState, UserState
 
