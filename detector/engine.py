@@ -22,7 +22,7 @@ from .population import Population
 from .scoring import Signals, Verdict, score_code
 from .state import (P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID, P_PURPOSE, P_SESSION, P_T, P_TS,
                     P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX, R_FLOW, R_ID, R_PURPOSE, R_REASONS,
-                    R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK,
+                    R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY,
                     NetworkState, UserState)
 
 Output = ScoreRecord | Alert
@@ -138,10 +138,18 @@ class Detector:
         self._learn(state, ctx, t)
         return True
 
+    @staticmethod
+    def _login_of(state: UserState, session_id: str | None) -> list | None:
+        """The session's login, or None while it has not arrived (placeholders don't count)."""
+        session = state.sessions.get(session_id) if session_id else None
+        return None if session is None or session[S_LEARNED] == VERIFIED_EARLY else session
+
     # ------------------------------------------------------------------ handlers
     def _on_login(self, event: Login, state: UserState, out: list[Output]) -> None:
         ctx = self.enricher.context(event)
         t = int(event.t)
+        early = state.sessions.get(event.session_id)
+        verified_early = early is not None and early[S_LEARNED] == VERIFIED_EARLY
         state.add_session(event.session_id, t, event.password_ok, ctx.to_list() if ctx else None,
                           self.cfg["session_ttl_s"])
         self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
@@ -153,12 +161,15 @@ class Detector:
         for pending in sorted(state.pending.values(), key=lambda p: (p[P_T], p[P_ID])):
             if pending[P_SESSION] == event.session_id:
                 self._maybe_decide(event.user_id, state, pending, out)
+        if verified_early:            # its code was entered before this login was delivered
+            state.sessions[event.session_id][S_LEARNED] = 0
+            self._learn_session(state, event.session_id, event.t)
 
     def _on_code_issued(self, event: CodeIssued, state: UserState, out: list[Output]) -> None:
         ctx = self.enricher.context(event)
         t = int(event.t)
         state.note_code(t, self.cfg["bombing_window_s"])
-        session = state.sessions.get(event.session_id) if event.session_id else None
+        session = self._login_of(state, event.session_id)
         fan_ctx = ctx if ctx is not None and ctx.ip else (
             Context.from_list(session[S_CTX]) if session and session[S_CTX] else None)
         self._observe_networks(fan_ctx, event.user_id, t, code=True)
@@ -191,7 +202,10 @@ class Detector:
             self._maybe_decide(event.user_id, state, pending, out)
         # learn only after deciding: a code is scored against the history before it
         if event.success:
-            if event.session_id is not None:
+            if event.session_id is not None and event.session_id not in state.sessions:
+                # delivered before its login (separate topics): learn when the login comes
+                state.sessions[event.session_id] = [int(event.t), False, None, VERIFIED_EARLY]
+            elif event.session_id is not None:
                 self._learn_session(state, event.session_id, event.t)
             for pending in matches:
                 if event.session_id is None and pending[P_CTX]:
@@ -242,7 +256,7 @@ class Detector:
     # ------------------------------------------------------------------ decisions
     def _maybe_decide(self, user_id: str, state: UserState, pending: list, out: list[Output]) -> None:
         session_id = pending[P_SESSION]
-        if session_id is not None and session_id not in state.sessions:
+        if session_id is not None and self._login_of(state, session_id) is None:
             return                                       # hold for its login (grace window)
         if self.cfg["verify_window_s"] == 0 or pending[P_VERIFIED]:
             self._decide(user_id, state, pending, out)
@@ -251,7 +265,7 @@ class Detector:
                 not_me: bool = False) -> None:
         code_id, t = pending[P_ID], pending[P_T]
         del state.pending[code_id]
-        session = state.sessions.get(pending[P_SESSION]) if pending[P_SESSION] else None
+        session = self._login_of(state, pending[P_SESSION])
         login_ctx = Context.from_list(session[S_CTX]) if session and session[S_CTX] else None
         code_ctx = Context.from_list(pending[P_CTX]) if pending[P_CTX] else None
         flow = _flow(pending, session)

@@ -21,6 +21,7 @@ P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P
 R_ID, R_T, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(11)
 # session fields
 S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
+VERIFIED_EARLY = -1        # S_LEARNED of a placeholder: the code was entered before the login arrived
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
 SEEN_MAX = 48              # dedup memory: the user's last 48 event ids (redelivery comes soon)

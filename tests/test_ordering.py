@@ -44,3 +44,14 @@ def test_late_code_without_verification_is_decided_after_grace(geo_dbs):
     late = run.code(end + 5, "alice", session)
     run.send("login", end + 531, "bob", session_id="b2", password_ok=True, ip=HOME)   # grace passed
     assert "code_not_entered" in run.score(late).terms
+
+
+def test_verification_delivered_before_its_login_is_still_learned(geo_dbs):
+    """Separate topics: code_verified can overtake its login; the sign-in is still proven."""
+    run = Run(make_detector(geo_dbs))
+    end = run.history("alice", days=4)
+    before = run.det.users["alice"].baseline.proven
+    run.verify(end + 35, "alice", "late-login")
+    assert run.det.users["alice"].baseline.proven == before
+    run.login(end, "alice", HOME, session="late-login")
+    assert run.det.users["alice"].baseline.proven == before + 1
