@@ -179,3 +179,28 @@ def replay_alerts(tmp: Path, events_file: Path, env: dict) -> tuple[list[dict], 
 
 
 __all__ = ["T0", "DAY"]
+
+
+def wait_committed(broker, group: str, topics: list[str], partitions: set[int],
+                   timeout: float = 60) -> None:
+    """Until `group` has committed every message of these topic-partitions. Faust commits
+    an event only after its agent finished it (state written), so this means 'persisted'."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(partitions)]
+    # committed() only fetches the group's offsets: this consumer never joins the group
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = consumer.end_offsets(tps)
+            behind = {tp: (consumer.committed(tp), end) for tp, end in ends.items()
+                      if end and (consumer.committed(tp) or 0) < end}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} has not committed (committed, end): {behind}")
+            time.sleep(0.25)
+    finally:
+        consumer.close()

@@ -13,7 +13,7 @@ import pytest
 from straycode.streams.produce_cli import publish
 from streams_events import DAY, T0, labelled_stream
 from streams_helpers import (Worker, closing_events, partition_of, read_topic, replay_alerts,
-                             settings_for, stream_env, values, write_jsonl)
+                             settings_for, stream_env, values, wait_committed, write_jsonl)
 
 pytestmark = pytest.mark.broker
 
@@ -47,6 +47,9 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
         read_topic(tansu, f"{app_id}.scores", lambda r: len(r) >= n_codes, timeout=60)
         handled_by_b = {e["user_id"] for e in history if partition_of(e["user_id"]) in b_parts}
         assert handled_by_b, "both workers must have had users"
+        # B's last state writes come after its last score was sent: let it persist them
+        wait_committed(tansu, app_id, [f"{app_id}.logins", f"{app_id}.codes", f"{app_id}.events"],
+                       b_parts)
 
         b.stop(signal.SIGTERM)
         a.wait_ready(60, partitions=4)                 # A took over B's partitions
