@@ -1,14 +1,16 @@
 """Kafka pipeline benchmark on a real (Tansu) broker started for the run.
 
-1. Throughput: the same N pre-produced events read by (a) a raw aiokafka consume->produce
-   pass-through and (b) a `straycode worker` (decode, detector, tables, outputs). Both are
-   timed from their first to their last input message; the ratio (b)/(a) is the number to
-   compare across machines (target >= 0.5).
+1. Throughput: the same N events read by (a) a raw aiokafka consume->produce pass-through
+   (pre-produced) and (b) one or more `straycode worker`s of one group (decode, detector,
+   tables, outputs; the events are bulk-produced once every partition has its worker).
+   Both are timed from their first to their last input message; the ratio (b)/(a) is the
+   number to compare across machines (target >= 0.5).
 2. Latency at a fixed input rate (default 2k events/s, detector.verify_window_s=0 so that
    codes are decided on arrival): Kafka CreateTime of the input code event -> CreateTime of
    its score record / alert (same host clock). Target: p99 <= 250 ms.
 
     python -m bench.streams_bench [--users 3000] [--days 6] [--rate 2000] [--seconds 10]
+                                  [--workers 1,2] [--latency-workers 1] [--no-scores]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -118,18 +121,33 @@ class Worker:
             return 0.0
         return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
-    def ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                    if orjson.loads(r.read())["ok"]:
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, "worker died"
-            time.sleep(0.2)
-        raise TimeoutError("worker not ready")
+    def partitions(self) -> list[int] | None:
+        """Owned partitions once the worker is ready, else None."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                body = orjson.loads(r.read())
+                return body["partitions"] if body["ok"] else None
+        except OSError:
+            return None
+
+
+def start_group(env: dict, tmp: Path, name: str, n: int, timeout: float = 120) -> list[Worker]:
+    """n workers in one consumer group, returned once every input partition is owned."""
+    workers = [Worker(env, tmp, f"{name}{i}") for i in range(n)]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = [w.partitions() for w in workers]
+        if all(owned) and sorted(p for ps in owned for p in ps) == [0, 1, 2, 3]:
+            return workers
+        assert all(w.proc.poll() is None for w in workers), "worker died"
+        time.sleep(0.2)
+    for w in workers:
+        w.stop()
+    raise TimeoutError("workers not ready")
+
+
+def group_metric(workers: list[Worker], name: str) -> float:
+    return sum(w.metric(name) for w in workers)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -139,22 +157,30 @@ class Worker:
             self.proc.kill()
 
 
-def faust_throughput(bootstrap: str, tmp: Path, n: int, topic_events: str) -> float:
-    env = worker_env(bootstrap, "bench-tp", STRAYCODE__KAFKA__TOPICS__EVENTS=topic_events)
-    w = Worker(env, tmp, "tp")
+def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int, workers: int) -> float:
+    """Seconds from the first to the last input event counted by `workers` workers of one
+    group; the input is produced (in bulk) once every partition has its worker."""
+    app = f"bench-tp{workers}"
+    env = worker_env(bootstrap, app)
+    create_topics(bootstrap, [f"{app}.events"], 4)
+    group = start_group(env, tmp, app, workers)
     try:
+        producer = threading.Thread(target=produce_file, args=(bootstrap, f"{app}.events", path))
+        producer.start()
         first = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = w.metric("straycode_events_in_total")
+            done = group_metric(group, "straycode_events_in_total")
             if done and first is None:
                 first = time.perf_counter()
             if done >= n:
+                producer.join()
                 return time.perf_counter() - first
             time.sleep(0.05)
-        raise TimeoutError(f"worker read {done}/{n}")
+        raise TimeoutError(f"workers read {done}/{n}")
     finally:
-        w.stop()
+        for w in group:
+            w.stop()
 
 
 def read_all(bootstrap: str, topic: str) -> list:
@@ -179,23 +205,24 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool = True) -> dict:
-    app = "bench-lat"
+def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool,
+            workers: int) -> dict:
+    app = f"bench-lat{workers}"
     env = worker_env(bootstrap, app, STRAYCODE__DETECTOR__VERIFY_WINDOW_S="0",
                      STRAYCODE__KAFKA__EMIT_SCORES="true" if scores else "false")
     create_topics(bootstrap, [f"{app}.{t}" for t in ("events", "logins", "codes")], 4)
-    w = Worker(env, tmp, "lat")
+    group = start_group(env, tmp, app, workers)
     try:
-        w.ready()
         n = produce_file(bootstrap, f"{app}.events", path, rate)
         deadline = time.monotonic() + 120
-        while w.metric("straycode_events_in_total") < n and time.monotonic() < deadline:
+        while group_metric(group, "straycode_events_in_total") < n and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)
-        hist = (w.metric("straycode_scoring_latency_seconds_sum"),
-                w.metric("straycode_scoring_latency_seconds_count"))
+        hist = (group_metric(group, "straycode_scoring_latency_seconds_sum"),
+                group_metric(group, "straycode_scoring_latency_seconds_count"))
     finally:
-        w.stop()
+        for w in group:
+            w.stop()
     sent = {}
     for r in read_all(bootstrap, f"{app}.events"):
         e = orjson.loads(r.value)
@@ -210,24 +237,27 @@ def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool = T
             "detector_ms_mean": 1000 * hist[0] / hist[1] if hist[1] else None}
 
 
-def throughput(broker, tmp: Path, path: Path, n: int) -> None:
+def throughput(broker, tmp: Path, path: Path, n: int, workers: list[int]) -> None:
     create_topics(broker.bootstrap, ["bench.raw-out"], 4)
     raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", "bench.raw-out", n))
     raw = n / raw_s
     print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
-    faust_s = faust_throughput(broker.bootstrap, tmp, n, "bench.in")
-    fst = n / faust_s
-    print(f"straycode worker (Faust)      : {fst:10.0f} events/s  ({faust_s:.2f} s)")
-    print(f"ratio worker/raw              : {fst / raw:10.3f}   (target >= 0.5)")
+    for k in workers:
+        faust_s = faust_throughput(broker.bootstrap, tmp, path, n, k)
+        fst = n / faust_s
+        print(f"straycode, {k} worker(s)       : {fst:10.0f} events/s  ({faust_s:.2f} s)  "
+              f"ratio to raw {fst / raw:.3f}   (target >= 0.5)")
 
 
-def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool) -> None:
+def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool,
+                  workers: int) -> None:
     lat_path = tmp / "lat.jsonl"
     lines = path.read_bytes().splitlines()[: int(rate * seconds)]
     lat_path.write_bytes(b"\n".join(lines) + b"\n")
-    res = latency(broker.bootstrap, tmp, lat_path, rate, scores)
-    print(f"latency at {rate:.0f} events/s for {res['events']} events (verify_window_s=0, "
-          f"emit_scores={scores}); decode+detector mean {res['detector_ms_mean']:.3f} ms")
+    res = latency(broker.bootstrap, tmp, lat_path, rate, scores, workers)
+    print(f"latency at {rate:.0f} events/s for {res['events']} events, {workers} worker(s) "
+          f"(verify_window_s=0, emit_scores={scores}); decode+detector mean "
+          f"{res['detector_ms_mean']:.3f} ms")
     for name in ("scores", "alerts"):
         vals = res[name]
         if vals:
@@ -244,6 +274,9 @@ def main() -> None:
     ap.add_argument("--no-scores", action="store_true",
                     help="latency run without kafka.emit_scores (alerts only, no per-code ack wait)")
     ap.add_argument("--latency-only", action="store_true")
+    ap.add_argument("--workers", default="1,2",
+                    help="worker counts for the throughput runs (comma-separated)")
+    ap.add_argument("--latency-workers", type=int, default=1)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -255,8 +288,9 @@ def main() -> None:
             n = produce_file(broker.bootstrap, "bench.in", path)
             print(f"input: {n} events ({counts.codes} codes), 4 partitions, Tansu on {broker.bootstrap}")
             if not args.latency_only:
-                throughput(broker, tmp, path, n)
-            print_latency(broker, tmp, path, args.rate, args.seconds, not args.no_scores)
+                throughput(broker, tmp, path, n, [int(k) for k in args.workers.split(",")])
+            print_latency(broker, tmp, path, args.rate, args.seconds, not args.no_scores,
+                          args.latency_workers)
         finally:
             stop_tansu(broker)
 

@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+import weakref
 from typing import Mapping
 
 import faust
 import orjson
-from faust.types import TP
+from faust.streams import _current_event
 from kafka.partitioner.default import murmur2
 
 from straycode.detector.alerts import Alert
@@ -33,9 +35,17 @@ from .tables import NetworkStore, UserStore, apply_ops, network_view, scan_users
 from .topics import declare_topics, input_topic_names
 
 
+def set_current_event(event) -> None:
+    """Make `event` Faust's current event: a table picks the changelog partition and the
+    RocksDB shard of a read or write from it, and a batch holds several partitions."""
+    _current_event.set(weakref.ref(event))
+
+
+@functools.lru_cache(maxsize=65_536)
 def expected_partition(key: bytes, partitions: int) -> int:
     """The Kafka default (murmur2) partition of a key: where all of a user's events and
-    state must live for the per-partition table to be complete."""
+    state must live for the per-partition table to be complete. (Cached: murmur2 is pure
+    Python and runs for every event.)"""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
@@ -82,12 +92,15 @@ class Pipeline:
         self.detectors: dict[int, StreamDetector] = {}
         self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed)
         self.metrics = Metrics()
+        self.batch_max = int(kcfg["batch_max_events"])
+        self.batch_within_s = float(kcfg["batch_within_s"])
         self.recovered = False
         self._ops_sent_at = 0.0
 
-        app.agent(self.topics.inputs, name="straycode-users", concurrency=1)(self.score_users)
-        app.agent(self.topics.network_ops, name="straycode-networks",
-                  concurrency=1)(self.count_networks)
+        self.user_agent = app.agent(self.topics.inputs, name="straycode-users",
+                                    concurrency=1)(self.score_users)
+        self.network_agent = app.agent(self.topics.network_ops, name="straycode-networks",
+                                       concurrency=1)(self.count_networks)
         app.timer(float(kcfg["advance_interval_s"]))(self.on_timer)
         app.task(self.declare_outputs)
         self.users.on_recover(self.on_recovered)
@@ -96,58 +109,107 @@ class Pipeline:
 
     # ------------------------------------------------------------------ agents
     async def score_users(self, stream):
-        async for event in stream.events():
+        """Events are handled in batches (up to `kafka.batch_max_events`, or what arrived
+        within `kafka.batch_within_s`): one broker acknowledgement wait and one table
+        write per user per batch instead of per event. Faust acks (commits) a batch only
+        after this loop body returned."""
+        async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
+            await self.handle_batch(events)
+
+    async def handle_batch(self, events: list) -> None:
+        outputs: list = []
+        last_event: dict[int, object] = {}        # partition -> its last event in the batch
+        read: dict[str, int] = {}                  # topic -> input messages in the batch
+        self.networks.begin_batch()
+        for event in events:
+            set_current_event(event)               # table reads and writes go by its partition
             msg = event.message
             if msg.topic == self.ticks_topic:
-                await self._tick(msg.partition)
-                continue
-            self.metrics.events_in.labels(msg.topic).inc()
-            started = time.perf_counter()
-            try:
-                ev = decode_line(msg.value if msg.value is not None else b"", self.max_bytes)
-            except ContractError as exc:
-                self.clock.seen(msg.tp, msg.offset, None)
-                await self.dead_letter(msg, exc.reason, exc.detail)
-                continue
-            key = ev.user_id.encode()
-            if msg.key != key or msg.partition != expected_partition(key, self.partitions):
-                # keyed wrongly (or by another partitioner): move it to where its user lives
-                self.clock.seen(msg.tp, msg.offset, None)
-                await self.topics.events.send(
-                    key=key, value=msg.value, force=True,
-                    partition=expected_partition(key, self.partitions))
-                continue
-            det = self.detector(msg.partition)
-            # the event is handled at the clock of before it was read (its own topic still
-            # counts as lagging), then the clock moves on: its window is never cut short
-            det.hold_until(self.clock.watermark(msg.partition, TP))
-            try:
-                outputs = det.process(ev)
-                self.clock.seen(msg.tp, msg.offset, ev.t)
-                if det.hold_until(self.clock.watermark(msg.partition, TP)):
+                det = self.detector(msg.partition)
+                if det.hold_until(self.clock.watermark(msg.partition)):
                     outputs += det.advance()
-            except Exception as exc:      # a core bug must not stop the stream: park the event
-                self.clock.seen(msg.tp, msg.offset, None)
-                det.users.discard()
-                await self.dead_letter(msg, "processing_error", repr(exc)[:500])
+                last_event[msg.partition] = event
                 continue
-            self.metrics.latency.observe(time.perf_counter() - started)
-            await self.publish(outputs)
-            det.users.flush()
-            self.metrics.watermark.labels(str(msg.partition)).set(max(det.watermark, 0))
+            read[msg.topic] = read.get(msg.topic, 0) + 1
+            out = await self.handle_message(msg)
+            if out is not None:
+                outputs += out
+                last_event[msg.partition] = event
+        for topic, n in read.items():
+            self.metrics.events_in.labels(topic).inc(n)
+        await self.publish(outputs)
+        for p, event in last_event.items():
+            det = self.detectors.get(p)
+            if det is not None:
+                set_current_event(event)
+                det.users.flush()
+                self.metrics.watermark.labels(str(p)).set(max(det.watermark, 0))
+
+    async def handle_message(self, msg) -> list | None:
+        """Decode and process one input message; None when it went elsewhere (dead letter,
+        re-keyed). Its state changes stay buffered until the batch is flushed."""
+        started = time.perf_counter()
+        try:
+            ev = decode_line(msg.value if msg.value is not None else b"", self.max_bytes)
+        except ContractError as exc:
+            self.clock.seen(msg.tp, msg.offset, None)
+            await self.dead_letter(msg, exc.reason, exc.detail)
+            return None
+        key = ev.user_id.encode()
+        if msg.key != key or msg.partition != expected_partition(key, self.partitions):
+            # keyed wrongly (or by another partitioner): move it to where its user lives
+            self.clock.seen(msg.tp, msg.offset, None)
+            await self.topics.events.send(
+                key=key, value=msg.value, force=True,
+                partition=expected_partition(key, self.partitions))
+            return None
+        det = self.detector(msg.partition)
+        # the event is handled at the clock of before it was read (its own topic still
+        # counts as lagging), then the clock moves on: its window is never cut short
+        det.hold_until(self.clock.watermark(msg.partition))
+        det.users.begin()
+        self.networks.begin()
+        try:
+            outputs = det.process(ev)
+            self.clock.seen(msg.tp, msg.offset, ev.t)
+            if det.hold_until(self.clock.watermark(msg.partition)):
+                outputs += det.advance()
+        except Exception as exc:      # a core bug must not stop the stream: park the event
+            self.clock.seen(msg.tp, msg.offset, None)
+            self.park(det)
+            await self.dead_letter(msg, "processing_error", repr(exc)[:500])
+            return None
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return outputs
+
+    def park(self, det: StreamDetector) -> None:
+        """Undo a failed event: the states it read are put back and their pending codes
+        re-armed (codes it had already decided, of any user, are decided again later
+        under the same alert ids, not lost), and its network operations are dropped.
+        (The shared Population may keep what the event taught it: it is re-derivable.)"""
+        for user_id in det.users.rollback():
+            state = det.users.get(user_id)
+            if state is not None and state.pending:
+                det.rebuild_index(user_id, state)
+        self.networks.rollback()
 
     async def count_networks(self, stream):
-        """Owner of a network key: folds every worker's operations into one NetworkState."""
+        """Owner of a network-ops partition: folds every worker's operations on the keys of
+        that partition into one NetworkState per key (the only writer of those keys)."""
         async for event in stream.events():
             msg = event.message
             try:
-                ops = orjson.loads(msg.value)
-            except orjson.JSONDecodeError as exc:
-                await self.dead_letter(msg, "malformed_json", str(exc)[:200])
+                batch = orjson.loads(msg.value)
+                if not isinstance(batch, dict):
+                    raise ValueError("expected an object {network key: [operations]}")
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                await self.dead_letter(msg, "malformed_network_ops", str(exc)[:200])
                 continue
-            raw = self.networks.view.get(msg.key)
-            state = NetworkState.from_bytes(raw) if raw is not None else NetworkState()
-            self.networks.view[msg.key] = apply_ops(state, ops).to_bytes()
+            view = self.networks.view
+            for key, ops in batch.items():
+                raw = view.get(key.encode())
+                state = NetworkState.from_bytes(raw) if raw is not None else NetworkState()
+                view[key.encode()] = apply_ops(state, ops).to_bytes()
 
     # ------------------------------------------------------------------ helpers
     async def declare_outputs(self) -> None:
@@ -194,11 +256,16 @@ class Pipeline:
     OPS_EVERY_S = 0.05
 
     async def send_network_ops(self) -> None:
-        """Ship the recorded network operations, batched per key over ~50 ms: one message
-        per busy IP instead of one per event (cross-user counts lag by that much more)."""
+        """Ship the recorded network operations every ~50 ms, one message per network-ops
+        partition holding {key: [ops]} for the keys that partition owns (cross-user counts
+        lag by that much more; a busy worker sends a few messages, not one per event)."""
         self._ops_sent_at = time.monotonic()
+        by_partition: dict[int, dict[str, list]] = {}
         for key, ops in self.networks.take_outbox().items():
-            await self.topics.network_ops.send(key=key.encode(), value=orjson.dumps(ops),
+            p = expected_partition(key.encode(), self.partitions)
+            by_partition.setdefault(p, {})[key] = ops
+        for p, batch in by_partition.items():
+            await self.topics.network_ops.send(value=orjson.dumps(batch), partition=p,
                                                force=True)
 
     async def dead_letter(self, msg, reason: str, detail: str) -> None:
@@ -206,20 +273,14 @@ class Pipeline:
         await self.topics.dead_letters.send(key=msg.key, value=dead_letter_record(msg, reason, detail),
                                             force=True)
 
-    async def _tick(self, partition: int) -> None:
-        det = self.detector(partition)
-        if det.hold_until(self.clock.watermark(partition, TP)):
-            await self.publish(det.advance())
-            det.users.flush()
-
     async def on_timer(self) -> None:
         """Wake partitions whose watermark moved without an event (a lagging topic caught
         up), and refresh the lag gauges."""
         await self.send_network_ops()
         for p, det in list(self.detectors.items()):
-            if self.clock.watermark(p, TP) > det.watermark:
+            if self.clock.watermark(p) > det.watermark:
                 await self.topics.ticks.send(value=b"tick", partition=p)
-        for (topic, p), lag in self.clock.lag(TP).items():
+        for (topic, p), lag in self.clock.lag().items():
             self.metrics.lag.labels(topic, str(p)).set(lag)
 
     def _assigned_input_tps(self) -> set:

@@ -19,6 +19,7 @@ NEVER = float("-inf")
 
 @dataclass
 class _TPClock:
+    tp: object                     # the Faust TP (asked for its high watermark)
     last_t: float = NEVER          # largest event time read since assignment
     next_offset: int | None = None  # offset after the last message read
 
@@ -34,43 +35,54 @@ class PartitionClock:
         self.highwater = highwater
         self.committed = committed
         self.tps: dict[tuple[str, int], _TPClock] = {}
+        self._by_partition: dict[int, list[_TPClock]] = {}   # watermark() runs per event
+
+    def _add(self, tp) -> _TPClock:
+        clock = self.tps.get((tp.topic, tp.partition))
+        if clock is None:
+            clock = self.tps[(tp.topic, tp.partition)] = _TPClock(tp)
+            self._by_partition.setdefault(tp.partition, []).append(clock)
+        return clock
 
     def assign(self, tps: Iterable) -> None:
         for tp in tps:
             if tp.topic in self.input_topics:
-                self.tps.setdefault((tp.topic, tp.partition), _TPClock())
+                self._add(tp)
 
     def revoke(self, tps: Iterable) -> None:
         for tp in tps:
-            self.tps.pop((tp.topic, tp.partition), None)
+            clock = self.tps.pop((tp.topic, tp.partition), None)
+            if clock is not None:
+                self._by_partition[tp.partition].remove(clock)
 
     def seen(self, tp, offset: int, t: float | None) -> None:
-        clock = self.tps.setdefault((tp.topic, tp.partition), _TPClock())
+        clock = self.tps.get((tp.topic, tp.partition)) or self._add(tp)
         clock.next_offset = offset + 1
         if t is not None and t > clock.last_t:
             clock.last_t = t
 
-    def _lagging(self, tp, clock: _TPClock) -> bool:
-        end = self.highwater(tp)
+    def _lagging(self, clock: _TPClock) -> bool:
+        end = self.highwater(clock.tp)
         if end is None:
             return True
-        position = clock.next_offset if clock.next_offset is not None else self.committed(tp)
+        position = clock.next_offset
+        if position is None:
+            position = self.committed(clock.tp)
         return end > (position or 0)
 
-    def watermark(self, partition: int, tp_factory) -> float:
+    def watermark(self, partition: int) -> float:
         newest, held = NEVER, float("inf")
-        for (topic, p), clock in self.tps.items():
-            if p != partition:
-                continue
-            newest = max(newest, clock.last_t)
-            if self._lagging(tp_factory(topic, p), clock):
-                held = min(held, clock.last_t)
+        for clock in self._by_partition.get(partition, ()):
+            if clock.last_t > newest:
+                newest = clock.last_t
+            if clock.last_t < held and self._lagging(clock):
+                held = clock.last_t
         return min(newest, held)
 
-    def lag(self, tp_factory) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[tuple[str, int], int]:
         out = {}
         for (topic, p), clock in self.tps.items():
-            tp = tp_factory(topic, p)
+            tp = clock.tp
             end = self.highwater(tp)
             position = clock.next_offset if clock.next_offset is not None else self.committed(tp)
             if end is not None:

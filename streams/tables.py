@@ -44,9 +44,15 @@ def decode_user(raw: bytes) -> tuple[int, UserState]:
 class UserStore(MutableMapping):
     """The `users` mapping of one partition's Detector.
 
-    Writes are buffered and applied by flush(), which the agent calls only after the
-    event's alerts were acknowledged by the broker: a crash in between re-delivers the
-    event to a state that has not seen it, so the alert is re-sent (same id), never lost.
+    Writes are buffered for a whole batch of events and applied by flush(), which the
+    agent calls only after the batch's alerts were acknowledged by the broker: a crash in
+    between re-delivers the batch to a state that has not seen it, so the alerts are
+    re-sent (same ids), never lost. A user touched by several events of a batch is
+    written once.
+
+    begin()/rollback() bracket one event: rollback() puts back the states that event
+    read as they were before it (an event whose processing raised must not leave a
+    half-applied state behind, nor undo the other events of its batch).
     """
 
     def __init__(self, table: faust.Table, partition: int, cache_size: int = 20_000):
@@ -57,8 +63,13 @@ class UserStore(MutableMapping):
         # partition, so a cached object is always the latest (saves a decode per event)
         self.cache: dict[str, UserState] = {}
         self.cache_size = cache_size
+        # per event: user -> encoded state before the event (None: as stored in the table)
+        self.undo: dict[str, bytes | None] = {}
 
     def __getitem__(self, user_id: str) -> UserState:
+        if user_id not in self.undo:
+            state = self.dirty.get(user_id)
+            self.undo[user_id] = None if state is None else state.to_bytes()
         state = self.dirty.get(user_id) or self.cache.get(user_id)
         if state is not None:
             return state
@@ -81,8 +92,26 @@ class UserStore(MutableMapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def begin(self) -> None:
+        """Start of one event: what it reads from now on can be rolled back."""
+        self.undo.clear()
+
+    def rollback(self) -> list[str]:
+        """Undo the current event's changes (cached objects may have been mutated in place);
+        returns the users put back, whose pending codes the caller must re-arm."""
+        for user_id, before in self.undo.items():
+            self.cache.pop(user_id, None)
+            if before is None:
+                self.dirty.pop(user_id, None)
+            else:
+                self.dirty[user_id] = UserState.from_bytes(before)
+        restored = list(self.undo)
+        self.undo.clear()
+        return restored
+
     def flush(self) -> int:
-        """Write buffered states to the table (must run inside this partition's event)."""
+        """Write buffered states to the table (the current Faust event must be one of this
+        partition's: the changelog partition and the RocksDB shard are taken from it)."""
         n = len(self.dirty)
         cache = self.cache
         for user_id, state in self.dirty.items():
@@ -92,12 +121,8 @@ class UserStore(MutableMapping):
         while len(cache) > self.cache_size:
             cache.pop(next(iter(cache)))
         self.dirty.clear()
+        self.undo.clear()
         return n
-
-    def discard(self) -> None:
-        """Forget an event's changes: cached objects may have been mutated in place too."""
-        self.dirty.clear()
-        self.cache.clear()
 
 
 def scan_users(table: faust.Table, partitions: set[int]) -> Iterator[tuple[int, str, UserState]]:
@@ -151,6 +176,10 @@ class NetworkStore(MutableMapping):
     Read-your-writes: a key this worker changed keeps its local copy until the view's
     value for that key changes (i.e. the network agent applied an update), so a spray of
     codes inside one worker is counted at once rather than after the round trip.
+
+    Within one batch (begin_batch() to the next) a key is read from the view once: the
+    view only changes when the event loop applies its changelog, which a batch does not
+    wait for, and a GlobalTable read costs several store lookups.
     """
 
     def __init__(self, view: faust.GlobalTable, max_local: int = 100_000):
@@ -158,8 +187,38 @@ class NetworkStore(MutableMapping):
         self.local: dict[str, tuple[bytes | None, RecordingNetworkState]] = {}
         self.outbox: dict[str, list[list]] = {}
         self.max_local = max_local
+        self.reads: dict[str, NetworkState] = {}
+        self.marks: dict[str, int] = {}        # per event: key -> outbox length before it
+
+    def begin_batch(self) -> None:
+        self.reads.clear()
+
+    def begin(self) -> None:
+        """Start of one event: the operations it records can be rolled back."""
+        self.marks.clear()
+
+    def rollback(self) -> None:
+        """Drop the current event's operations; its keys are read from the view again
+        (their local copies were changed in place)."""
+        for key, length in self.marks.items():
+            ops = self.outbox.get(key)
+            if ops is not None:
+                del ops[length:]
+                if not ops:
+                    del self.outbox[key]
+            self.local.pop(key, None)
+            self.reads.pop(key, None)
+        self.marks.clear()
 
     def __getitem__(self, key: str) -> NetworkState:
+        if key not in self.marks:
+            self.marks[key] = len(self.outbox.get(key, ()))
+        state = self.reads.get(key)
+        if state is None:
+            state = self.reads[key] = self._read(key)
+        return state
+
+    def _read(self, key: str) -> NetworkState:
         raw = self.view.get(key.encode())
         mine = self.local.get(key)
         if mine is not None and mine[0] == raw:
@@ -182,8 +241,12 @@ class NetworkStore(MutableMapping):
         if not isinstance(state, RecordingNetworkState):
             raise TypeError("NetworkStore only accepts states it handed out (networks.get())")
         if state.ops:
-            self.outbox.setdefault(key, []).extend(state.ops)
+            ops = self.outbox.setdefault(key, [])
+            if key not in self.marks:
+                self.marks[key] = len(ops)
+            ops.extend(state.ops)
             state.ops = []
+        self.reads[key] = state
         if key not in self.local:
             if len(self.local) >= self.max_local:
                 self.local.pop(next(iter(self.local)))

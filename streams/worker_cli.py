@@ -27,8 +27,22 @@ def build(settings: dict, web_port: int | None = None, datadir: str | None = Non
     return app, Pipeline(app, settings)
 
 
-def run(args: argparse.Namespace) -> int:
+def worker_class():
     import faust
+
+    class QuietWorker(faust.Worker):
+        """Faust's progress spinner sets the root logger to DEBUG and filters in its own
+        handler, so every debug record of aiokafka and Faust is built and dropped (~7% of
+        the worker's CPU, measured with py-spy). No spinner: the root keeps --loglevel."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            self.spinner = None
+
+    return QuietWorker
+
+
+def run(args: argparse.Namespace) -> int:
+    QuietWorker = worker_class()
 
     settings = load_settings(args.config)
     kcfg = settings["kafka"]
@@ -38,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         kcfg["app_id"] = args.app_id
     app, _pipeline = build(settings, args.web_port, args.datadir)
     logging.getLogger("straycode").setLevel(args.loglevel.upper())
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker = QuietWorker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()     # returns on SIGTERM/SIGINT after a clean shutdown
     return 0

@@ -1,0 +1,403 @@
+"""The Faust agents without a broker: faust-streaming's ``Agent.test_context()`` runs an
+agent on a local channel, tables live in ``memory://`` stores, and the pipeline's output
+topics have their ``send`` replaced by a recorder (there is no producer to send with).
+
+Messages are put on the channel with the topic, key and partition a broker would have
+given them (``AgentTestWrapper.put`` can only name the agent's own topic, and the user
+agent reads several), and ``PartitionClock`` asks a fake high watermark: the number of
+messages put on that topic-partition so far (plus what a test says is still unread).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import orjson
+from faust.types import Message
+
+from straycode.detector.alerts import Alert, ScoreRecord
+from straycode.detector.contract import parse_event
+from straycode.detector.engine import Detector
+from straycode.detector.enrich import Enricher
+from straycode.detector.ocsf import render_alert
+from straycode.detector.state import NetworkState, short_hash
+from straycode.settings import detector_settings, load_settings
+from straycode.streams.agents import expected_partition
+from straycode.streams.tables import apply_ops, decode_user
+from straycode.streams.worker_cli import build
+from streams_events import DAY, T0, iso, user_stream
+
+PARTITIONS = 4
+WAIT_S = 5.0
+
+
+class Harness:
+    """One app + Pipeline per test, its outputs recorded per topic as (key, value, partition)."""
+
+    def __init__(self, tmp_path, geo_dbs, **over):
+        env = {"STRAYCODE__KAFKA__STORE": "memory://",
+               "STRAYCODE__KAFKA__PARTITIONS": str(PARTITIONS),
+               "STRAYCODE__KAFKA__APP_ID": "agents-test",
+               "STRAYCODE__ALERTS__FORMAT": "native",
+               "STRAYCODE__GEOIP__CITY_DB": str(geo_dbs[0]),
+               "STRAYCODE__GEOIP__ASN_DB": str(geo_dbs[1])}
+        env.update({k: str(v) for k, v in over.items()})
+        self.settings = load_settings(env=env)
+        self.app, self.pipe = build(self.settings, datadir=str(tmp_path / "data"))
+        self.app.finalize()
+        self.app.conf.store = "memory://"
+        kt = self.settings["kafka"]["topics"]
+        self.topic = dict(kt)                        # logical name -> topic name
+        self.sent: dict[str, list[tuple]] = defaultdict(list)
+        for name in ("alerts", "scores", "dead_letters", "network_ops", "events", "ticks"):
+            self._capture(name)
+        # fake consumer positions: (topic, partition) -> messages put / extra unread
+        self.produced: dict[tuple[str, int], int] = defaultdict(int)
+        self.unread: dict[tuple[str, int], int] = defaultdict(int)
+        self.pipe.clock.highwater = lambda tp: (self.produced[(tp.topic, tp.partition)]
+                                                + self.unread[(tp.topic, tp.partition)])
+        self.pipe.clock.committed = lambda tp: 0
+        # count the input messages whose batch was completely handled
+        self.handled = 0
+        self.batches: list[list[str]] = []
+        real = self.pipe.handle_batch
+
+        async def handle_batch(events):
+            await real(events)
+            self.batches.append([e.message.topic for e in events])
+            self.handled += len(events)
+        self.pipe.handle_batch = handle_batch
+
+    def _capture(self, name: str) -> None:
+        topic = getattr(self.pipe.topics, name)
+        records = self.sent[name]
+
+        async def send(key=None, value=None, partition=None, **_kw):
+            records.append((key, value, partition))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        topic.send = send
+
+    def dead_letters(self) -> list[dict]:
+        return [orjson.loads(v) for _k, v, _p in self.sent["dead_letters"]]
+
+    async def put(self, agent, topic: str, value: bytes, key: bytes | None, partition: int):
+        """What the consumer would hand the agent: the next offset of that topic-partition."""
+        offset = self.produced[(topic, partition)]
+        self.produced[(topic, partition)] += 1
+        msg = Message(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
+                      timestamp_type=0, headers=None, key=key, value=value, checksum=b"",
+                      generation_id=self.app.consumer_generation_id)
+        channel = agent.stream().channel
+        await channel.put(await channel.decode(msg))
+
+    async def put_event(self, agent, event: dict, topic: str | None = None,
+                        key: bytes | None = None, partition: int | None = None):
+        """An input event on the topic a producer would use (split by type), keyed by user."""
+        if topic is None:
+            topic = {"login": self.topic["logins"], "code_issued": self.topic["codes"]}.get(
+                event["type"], self.topic["events"])
+        user = event["user_id"].encode()
+        await self.put(agent, topic, orjson.dumps(event), user if key is None else key,
+                       expected_partition(user, PARTITIONS) if partition is None else partition)
+
+    async def tick(self, agent, partition: int):
+        await self.put(agent, self.topic["ticks"], b"tick", None, partition)
+
+    async def until(self, agent, done, what: str):
+        deadline = time.monotonic() + WAIT_S
+        while not done():
+            if agent.crash_reason is not None:
+                raise AssertionError(f"agent crashed: {agent.crash_reason!r}")
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.005)
+
+    async def handled_all(self, agent, n: int):
+        await self.until(agent, lambda: self.handled >= n, f"{n} handled input messages")
+
+
+def user_on(partition: int, prefix: str = "user") -> str:
+    """A user id whose messages belong on `partition`."""
+    n = 0
+    while expected_partition(f"{prefix}{n}".encode(), PARTITIONS) != partition:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def stored_user(h: Harness, user: str):
+    raw = h.pipe.users.get(user.encode())   # outside a stream: the memory store's own get
+    return None if raw is None else (raw, *decode_user(raw))
+
+
+# --------------------------------------------------------------------------- network agent
+def test_count_networks_folds_ops_and_dead_letters_malformed(tmp_path, geo_dbs):
+    h = Harness(tmp_path, geo_dbs)
+    window = 3600
+    ops = {"ip:81.2.69.10": [["o", "alice", int(T0), window, True, False],
+                             ["o", "bob", int(T0) + 5, window, None, True],
+                             ["v", int(T0) + 9, False]],
+           "net:AS4837": [["o", "carol", int(T0) + 1, window, False, True]]}
+    more = {"ip:81.2.69.10": [["o", "dave", int(T0) + 20, window, True, True],
+                              ["v", int(T0) + 21, True]]}
+
+    async def run():
+        agent_ = h.pipe.network_agent
+        async with agent_.test_context() as agent:
+            view = h.pipe.networks.view
+            await h.put(agent, h.topic["network_ops"], orjson.dumps(ops), None, 1)
+            await h.until(agent, lambda: len(view) == 2, "two network keys in the view")
+            first = {k: view[k] for k in (b"ip:81.2.69.10", b"net:AS4837")}
+            await h.put(agent, h.topic["network_ops"], b"{not json", None, 2)
+            await h.put(agent, h.topic["network_ops"], orjson.dumps([["o", "x", 1, 60]]), None, 2)
+            await h.until(agent, lambda: len(h.sent["dead_letters"]) == 2, "two dead letters")
+            await h.put(agent, h.topic["network_ops"], orjson.dumps(more), None, 1)
+            await h.until(agent, lambda: view[b"ip:81.2.69.10"] != first[b"ip:81.2.69.10"],
+                          "the later message applied")
+            return first, {k: view[k] for k in (b"ip:81.2.69.10", b"net:AS4837")}
+
+    first, final = asyncio.run(run())
+    for key, key_ops in ops.items():
+        assert first[key.encode()] == apply_ops(NetworkState(), key_ops).to_bytes()
+    # the later message is folded onto the stored state, not onto an empty one
+    both = ops["ip:81.2.69.10"] + more["ip:81.2.69.10"]
+    assert final[b"ip:81.2.69.10"] == apply_ops(NetworkState(), both).to_bytes()
+    assert NetworkState.from_bytes(final[b"ip:81.2.69.10"]).distinct_users(int(T0) + 21, window) == 3
+    assert final[b"net:AS4837"] == first[b"net:AS4837"]
+    dead = h.dead_letters()
+    assert [d["reason"] for d in dead] == ["malformed_network_ops"] * 2
+    assert [(d["topic"], d["partition"], d["offset"]) for d in dead] == [
+        (h.topic["network_ops"], 2, 0), (h.topic["network_ops"], 2, 1)]
+    assert dead[0]["value"] == "{not json" and "expected an object" in dead[1]["detail"]
+    assert h.sent["alerts"] == [] and h.sent["network_ops"] == []
+
+
+# --------------------------------------------------------------------------- user agent
+def detector_outputs(h: Harness, events: list[dict]) -> list:
+    """What the batch detector (straycode replay's core) decides on the same events."""
+    geo = h.settings["geoip"]
+    det = Detector(detector_settings(h.settings), Enricher(geo["city_db"], geo["asn_db"]))
+    out = []
+    for e in events:
+        out += det.process(parse_event(e))
+    return out
+
+
+def test_score_users_alerts_like_the_detector_and_waits_for_a_lagging_topic(tmp_path, geo_dbs):
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
+    user = user_on(2)
+    p = expected_partition(user.encode(), PARTITIONS)
+    history = user_stream(user, 3, days=6, attacked=True)       # ends with evil login + code
+    closing = {"event_id": f"{user}-fb", "type": "user_feedback", "ts": iso(T0 + 30 * DAY),
+               "user_id": user, "code_event_id": "none", "verdict": "me"}
+    expected = detector_outputs(h, history + [closing])
+    expected_alerts = [o for o in expected if isinstance(o, Alert)]
+    assert [a.code_event_id for a in expected_alerts] == [f"{user}-evil-code"]   # sound stream
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            for e in history:
+                await h.put_event(agent, e)
+                await h.handled_all(agent, h.handled + 1)
+            # a login was written but not yet read: the logins partition holds the clock
+            h.unread[(h.topic["logins"], p)] = 1
+            await h.put_event(agent, closing)
+            await h.handled_all(agent, len(history) + 1)
+            held = (list(h.sent["alerts"]), h.pipe.clock.watermark(p),
+                    h.pipe.detectors[p].watermark)
+            h.unread[(h.topic["logins"], p)] = 0          # caught up: the timer's tick wakes p
+            await h.tick(agent, p)
+            await h.handled_all(agent, len(history) + 2)
+            return held
+
+    held_alerts, held_clock, held_watermark = asyncio.run(run())
+    evil_login, evil_code = (parse_event(e) for e in history[-2:])
+    # held at the lagging logins partition's last event time: the detector's clock did not
+    # jump to the closing event's time, so the evil code was not decided
+    assert held_alerts == [] and held_clock == evil_login.t
+    assert held_watermark == evil_code.t < parse_event(closing).t
+    # then the same alert, byte for byte, as the batch detector's
+    assert h.sent["alerts"] == [
+        (user.encode(), orjson.dumps(render_alert(a.to_dict(), "native")), None)
+        for a in expected_alerts]
+    scores = [orjson.loads(v) for _k, v, _p in h.sent["scores"]]
+    assert sorted(s["code_event_id"] for s in scores) == sorted(
+        o.code_event_id for o in expected if isinstance(o, ScoreRecord))
+    assert h.pipe.detectors[p].stats["alerts"] == 1
+    assert set(h.pipe.detectors) == {p}
+    raw, part, state = stored_user(h, user)
+    assert raw.startswith(b"%d:" % p) and part == p
+    assert state.pending == {}                          # every code decided and written
+    assert short_hash(closing["event_id"]) in state.seen
+    # the network counts went out as operations (to the network agent), keyed by partition
+    shipped = [orjson.loads(v) for _k, v, _p in h.sent["network_ops"]]
+    assert shipped and all(
+        expected_partition(key.encode(), PARTITIONS) == part_
+        for batch, (_k, _v, part_) in zip(shipped, h.sent["network_ops"]) for key in batch)
+    assert h.sent["dead_letters"] == [] and h.sent["events"] == []
+
+
+def test_score_users_rekeys_and_dead_letters(tmp_path, geo_dbs):
+    h = Harness(tmp_path, geo_dbs)
+    user = user_on(1)
+    right = expected_partition(user.encode(), PARTITIONS)
+    login = user_stream(user, 0, days=1, attacked=False)[0]
+    wrong_key = dict(login, event_id="wk")
+    wrong_part = dict(login, event_id="wp")
+    bad_json = b'{"event_id": "x", "type": '
+    no_user = orjson.dumps({"event_id": "nu", "type": "login", "ts": iso(T0)})
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            await h.put_event(agent, wrong_key, key=b"someone-else")
+            await h.put_event(agent, wrong_part, partition=(right + 1) % PARTITIONS)
+            await h.put(agent, h.topic["events"], bad_json, user.encode(), right)
+            await h.put(agent, h.topic["events"], no_user, user.encode(), right)
+            await h.put_event(agent, login)
+            await h.handled_all(agent, 5)
+
+    asyncio.run(run())
+    # wrongly keyed / partitioned: re-sent to the events topic where the user lives
+    assert h.sent["events"] == [(user.encode(), orjson.dumps(wrong_key), right),
+                                (user.encode(), orjson.dumps(wrong_part), right)]
+    dead = h.dead_letters()
+    assert [(d["reason"], d["topic"], d["partition"], d["offset"], d["key"]) for d in dead] == [
+        ("malformed_json", h.topic["events"], right, 0, user),
+        ("missing_field", h.topic["events"], right, 1, user)]
+    assert dead[0]["value"] == bad_json.decode() and "user_id" in dead[1]["detail"]
+    det = h.pipe.detectors[right]
+    assert set(h.pipe.detectors) == {right}
+    # only the well-keyed login reached the detector, and its state was written
+    assert det.stats["events.login"] == 1
+    raw, part, state = stored_user(h, user)
+    assert raw.startswith(b"%d:" % right)
+    assert short_hash(login["event_id"]) in state.seen
+    assert short_hash("wk") not in state.seen and short_hash("wp") not in state.seen
+
+
+def test_processing_error_parks_one_event_and_keeps_the_rest_of_its_batch(tmp_path, geo_dbs,
+                                                                          monkeypatch):
+    # one batch of exactly these events (the batch closes when full, not on a timer)
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__BATCH_MAX_EVENTS=4,
+                STRAYCODE__KAFKA__BATCH_WITHIN_S=5)
+    user = user_on(3)
+    other = user_on(3, prefix="other")
+    p = expected_partition(user.encode(), PARTITIONS)
+    day = user_stream(user, 1, days=1, attacked=False)          # login, code, verified
+    login, code, verified = day
+    other_login = user_stream(other, 2, days=1, attacked=False)[0]
+    boom = code["event_id"]
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            det = h.pipe.detector(p)
+            real = det.process
+
+            def process(ev):
+                out = real(ev)               # the core ran and changed the user's state...
+                if ev.event_id == boom:
+                    raise RuntimeError(f"core bug on {ev.event_id}")   # ...then failed
+                return out
+            monkeypatch.setattr(det, "process", process)
+            for e in (login, code, other_login, verified):
+                await h.put_event(agent, e)
+            await h.handled_all(agent, 4)
+
+    asyncio.run(run())
+    assert len(h.batches) == 1                                   # all four in one batch
+    (dead,) = h.dead_letters()
+    assert (dead["reason"], dead["key"], dead["value"]) == (
+        "processing_error", user, orjson.dumps(code).decode())
+    assert "core bug on" in dead["detail"] and dead["topic"] == h.topic["codes"]
+    # the failed event left nothing behind in its user's state; the others were written
+    _raw, part, state = stored_user(h, user)
+    assert part == p
+    assert short_hash(login["event_id"]) in state.seen and short_hash(verified["event_id"]) in state.seen
+    assert short_hash(boom) not in state.seen and boom not in state.pending
+    assert state.code_times == []
+    _raw, part, other_state = stored_user(h, other)
+    assert part == p and short_hash(other_login["event_id"]) in other_state.seen
+    stats = h.pipe.detectors[p].stats
+    assert stats["events.login"] == 2
+    assert stats["verified_unmatched"] == 1          # its code was not left pending either
+
+
+def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, monkeypatch):
+    # the failing event moves the clock past the attack code's window, so the core decides
+    # that code (another user's) inside the failed call: the decision must come back later
+    h = Harness(tmp_path, geo_dbs)
+    user = user_on(2)
+    other = user_on(2, prefix="other")
+    p = expected_partition(user.encode(), PARTITIONS)
+    history = user_stream(user, 3, days=6, attacked=True)
+    feedback = {"type": "user_feedback", "code_event_id": "none", "verdict": "me"}
+    closing = dict(feedback, event_id="close", user_id=user, ts=iso(T0 + 29 * DAY))
+    boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 30 * DAY))
+    later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 31 * DAY))
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            for e in history:
+                await h.put_event(agent, e)
+                await h.handled_all(agent, h.handled + 1)
+            h.unread[(h.topic["logins"], p)] = 1          # logins lag: nothing decided yet
+            await h.put_event(agent, closing)
+            await h.handled_all(agent, h.handled + 1)
+            assert h.sent["alerts"] == []
+            h.unread[(h.topic["logins"], p)] = 0
+            det = h.pipe.detectors[p]
+            real = det.process
+            decided_in_failed_call = []
+
+            def process(ev):
+                out = real(ev)
+                if ev.event_id == "boom":
+                    decided_in_failed_call.extend(o.code_event_id for o in out)
+                    raise RuntimeError("core bug")
+                return out
+            monkeypatch.setattr(det, "process", process)
+            await h.put_event(agent, boom)
+            await h.handled_all(agent, h.handled + 1)
+            await h.put_event(agent, later)
+            await h.handled_all(agent, h.handled + 1)
+            return decided_in_failed_call
+
+    decided = asyncio.run(run())
+    assert f"{user}-evil-code" in decided                 # the failed call had decided it
+    assert [d["reason"] for d in h.dead_letters()] == ["processing_error"]
+    alerts = [orjson.loads(v) for _k, v, _p in h.sent["alerts"]]
+    assert [a["code_event_id"] for a in alerts] == [f"{user}-evil-code"]   # ...not lost
+    _raw, _part, state = stored_user(h, user)
+    assert state.pending == {}
+
+
+def test_processing_error_drops_its_network_operations(tmp_path, geo_dbs, monkeypatch):
+    h = Harness(tmp_path, geo_dbs)
+    user = user_on(3)
+    p = expected_partition(user.encode(), PARTITIONS)
+    login, code, _verified = user_stream(user, 1, days=1, attacked=False)
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            det = h.pipe.detector(p)
+            real = det.process
+
+            def process(ev):
+                out = real(ev)                   # records the code's network operations...
+                if ev.event_id == code["event_id"]:
+                    raise RuntimeError("core bug")   # ...then fails
+                return out
+            monkeypatch.setattr(det, "process", process)
+            for e in (login, code):
+                await h.put_event(agent, e)
+                await h.handled_all(agent, h.handled + 1)
+            await h.pipe.send_network_ops()
+
+    asyncio.run(run())
+    assert [d["reason"] for d in h.dead_letters()] == ["processing_error"]
+    code_t, login_t = int(parse_event(code).t), int(parse_event(login).t)
+    ops = [op for _k, v, _p in h.sent["network_ops"]
+           for key_ops in orjson.loads(v).values() for op in key_ops]
+    assert any(op[0] == "o" and op[2] == login_t for op in ops)          # the login's went out
+    assert not any(op[0] == "o" and op[2] == code_t and op[-1] is True for op in ops)
