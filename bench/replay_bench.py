@@ -3,7 +3,8 @@
 Targets (issue): >= 50k events/s on one core for `straycode replay`, <= 2 KB of state per
 user at 100k users. Throughput is printed next to a reference measured in the same run on
 the same file (plain orjson parsing of every line), so numbers from different machines
-compare as a ratio.
+compare as a ratio. The two "core:" rows time decode_line and Detector.process apart in
+one extra streaming pass without output writing (per-stage µs per event).
 
     python -m bench.replay_bench [--users 20000] [--days 30] [--state-users 100000]
                                  [--state-days 14] [--no-geoip] [--profile]
@@ -66,6 +67,30 @@ def contract_parse(path: Path) -> int:
             decode_line(line.rstrip(b"\n"))
             n += 1
     return n
+
+
+def split_core(path: Path, settings: dict, city_db: str | None) -> tuple[float, float]:
+    """One streaming pass, decode_line and Detector.process timed apart (no output writing).
+
+    Returns (decode seconds, detector seconds); each includes one perf_counter call per event.
+    """
+    det = Detector(detector_settings(settings), Enricher(city_db, None, settings["geoip"]["cache_size"]))
+    clock = time.perf_counter
+    decode_s = detect_s = 0.0
+    with open(path, "rb") as f:
+        for line in f:
+            t0 = clock()
+            event = decode_line(line.rstrip(b"\n"))
+            t1 = clock()
+            det.process(event)
+            t2 = clock()
+            decode_s += t1 - t0
+            detect_s += t2 - t1
+    t1 = clock()
+    det.flush()
+    detect_s += clock() - t1
+    det.enricher.close()
+    return decode_s, detect_s
 
 
 def replay(path: Path, out: Path, settings: dict, city_db: str | None) -> dict:
@@ -138,14 +163,17 @@ def main() -> None:
         rows.append(("decode_line (contract v1)", contract_s))
         replay_s, summary = timed(lambda: replay(events_file, tmp, settings, city_db))
         rows.append(("run_replay (full pipeline)", replay_s))
+        decode_split_s, detect_split_s = split_core(events_file, settings, city_db)
+        rows.append(("  core: decode_line (split pass)", decode_split_s))
+        rows.append(("  core: Detector.process (split)", detect_split_s))
 
         plain_rate = counts.events / plain_s
         print()
-        print(f"{'stage':<34}{'seconds':>9}{'events/s':>12}{'codes/s':>11}{'vs plain':>10}")
+        print(f"{'stage':<34}{'seconds':>9}{'events/s':>12}{'codes/s':>11}{'vs plain':>10}{'us/event':>10}")
         for name, seconds in rows:
             rate = counts.events / seconds
             print(f"{name:<34}{seconds:>9.2f}{rate:>12,.0f}{counts.codes / seconds:>11,.0f}"
-                  f"{rate / plain_rate:>10.3f}")
+                  f"{rate / plain_rate:>10.3f}{1e6 * seconds / counts.events:>10.1f}")
         replay_rate = counts.events / replay_s
         print(f"\nreplay: {summary['scores']:,} scores, {summary['alerts']:,} alerts, "
               f"{summary['dead_letters']} dead letters, {summary['geoip_lookups']:,} GeoIP lookups")

@@ -8,10 +8,16 @@ state bounded (it lives in a Faust table) and lets old habits fade.
 """
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Iterable
 
 HIER = ("net", "loc", "ua")          # hierarchical features, two levels each: coarse, fine
 HOURS = 24
+_LEVEL_NAMES = tuple((family, (f"{family}0", f"{family}1")) for family in HIER)
+_EMPTY: dict = {}
+_count_of = itemgetter(0)
+_seen_of = itemgetter(1)                 # last_seen, in feature entries and device entries
+_uses_of = itemgetter(2)
 
 
 class Baseline:
@@ -32,11 +38,11 @@ class Baseline:
     def count(self, name: str, value: str | None) -> int:
         if value is None:
             return 0
-        entry = self.feats.get(name, {}).get(value)
+        entry = self.feats.get(name, _EMPTY).get(value)
         return entry[0] if entry else 0
 
     def total(self, name: str) -> int:
-        return sum(e[0] for e in self.feats.get(name, {}).values())
+        return sum(map(_count_of, self.feats.get(name, _EMPTY).values()))
 
     def device(self, device_id: str | None) -> list | None:
         return self.devices.get(device_id) if device_id else None
@@ -45,7 +51,7 @@ class Baseline:
         return sum(1 for d in self.devices.values() if d[3])
 
     def device_total(self) -> int:
-        return sum(d[2] for d in self.devices.values())
+        return sum(map(_uses_of, self.devices.values()))
 
     def summary(self) -> dict:
         """What an analyst needs to judge 'unfamiliar': sizes and the top known values."""
@@ -70,11 +76,14 @@ class Baseline:
         """Fold one proven context into the baseline (then age out and cap)."""
         cap = cfg["max_values_per_feature"]
         horizon = t - cfg["history_max_age_days"] * 86400
-        for family in HIER:
-            for level, value in enumerate(features[family]):
+        feats = self.feats
+        for family, names in _LEVEL_NAMES:
+            for name, value in zip(names, features[family]):
                 if value is None:
                     continue
-                table = self.feats.setdefault(f"{family}{level}", {})
+                table = feats.get(name)
+                if table is None:
+                    table = feats[name] = {}
                 entry = table.get(value)
                 if entry is None:
                     table[value] = [1, t]
@@ -112,11 +121,14 @@ class Baseline:
     def age(self, horizon: int) -> None:
         """Drop everything last seen before `horizon` (event time)."""
         for table in self.feats.values():
-            stale = [v for v, e in table.items() if e[1] < horizon]
-            for v in stale:
-                del table[v]
-        for device_id in [d for d, e in self.devices.items() if e[1] < horizon]:
-            del self.devices[device_id]
+            if min(map(_seen_of, table.values()), default=horizon) < horizon:   # any stale?
+                stale = [v for v, e in table.items() if e[1] < horizon]
+                for v in stale:
+                    del table[v]
+        devices = self.devices
+        if min(map(_seen_of, devices.values()), default=horizon) < horizon:
+            for device_id in [d for d, e in devices.items() if e[1] < horizon]:
+                del devices[device_id]
         if self.last_place is not None and self.last_place[0] < horizon:
             self.last_place = None
 
@@ -148,7 +160,7 @@ def hour_of(t: float) -> int:
 
 def values(features: dict[str, tuple]) -> Iterable[tuple[str, str]]:
     """(feature-level name, value) pairs of a context, for population counts."""
-    for family in HIER:
-        for level, value in enumerate(features[family]):
+    for family, names in _LEVEL_NAMES:
+        for name, value in zip(names, features[family]):
             if value is not None:
-                yield f"{family}{level}", value
+                yield name, value

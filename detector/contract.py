@@ -144,11 +144,40 @@ def _enum(obj: dict, key: str, allowed: frozenset) -> str:
     return value
 
 
-@lru_cache(maxsize=65536)
+_MINUTES: dict[str, int] = {}     # "YYYY-MM-DDTHH:MM" of a valid '...Z' timestamp -> epoch s
+_MINUTES_MAX = 1 << 18
+
+
 def parse_ts(ts: str) -> float:
     """RFC 3339 timestamp with offset -> epoch seconds. Raises ContractError."""
+    # Fast path for the common UTC form 'YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z' whose minute was
+    # parsed before: _MINUTES only holds prefixes of timestamps that passed the regex and
+    # datetime, so checking the fixed-width rest here accepts exactly what they accept, and
+    # the arithmetic is _parse_ts's (whole seconds + float(fraction)).
+    n = len(ts)
+    if n >= 20 and ts[-1] == "Z":
+        base = _MINUTES.get(ts[:16])
+        if base is not None:
+            second = _SECONDS.get(ts[16:19])          # ":00" .. ":59"
+            if second is not None:
+                if n == 20:
+                    return float(base + second)
+                frac = ts[19:-1]
+                value = _MILLIS.get(frac)             # ".000" .. ".999": float(frac), pre-parsed
+                if value is not None:
+                    return float(base + second) + value
+                if frac[0] == "." and n <= 30 and frac.isascii() and frac[1:].isdigit():
+                    return float(base + second) + float(frac)
     if not _TS_RE.match(ts):
         raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r} is not RFC 3339 with offset")
+    return _parse_ts(ts)
+
+
+_SECONDS = {f":{s:02d}": s for s in range(60)}
+_MILLIS = {f".{ms:03d}": float(f".{ms:03d}") for ms in range(1000)}
+
+
+def _parse_ts(ts: str) -> float:
     text = ts
     frac = ""
     dot = text.find(".")
@@ -162,7 +191,12 @@ def parse_ts(ts: str) -> float:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError as exc:
         raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r}: {exc}") from None
-    return parsed.timestamp() + (float(frac) if frac else 0.0)
+    whole = parsed.timestamp()              # integral: the fraction was split off above
+    if ts[-1] == "Z" and ts[10] == "T":
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[ts[:16]] = int(whole) - int(ts[17:19])
+    return whole + (float(frac) if frac else 0.0)
 
 
 @lru_cache(maxsize=262144)
@@ -209,64 +243,104 @@ def parse_event(obj: Any) -> Event:
         raise ContractError("missing_field", "'type' is required")
     if type(etype) is not str or etype not in _BUILDERS:
         raise ContractError("unknown_type", f"'type'={str(etype)[:64]!r} is not one of {list(EVENT_TYPES)}")
-    event_id = _str(obj, "event_id", required=True)
-    user_id = _str(obj, "user_id", required=True)
-    ts = _str(obj, "ts", required=True, max_len=64)
+    # Each field: an inline check for the common valid case; anything else goes through the
+    # general helper, which accepts or raises exactly as before (same checks, same order).
+    get = obj.get
+    event_id = get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID:
+        event_id = _str(obj, "event_id", required=True)
+    user_id = get("user_id")
+    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID:
+        user_id = _str(obj, "user_id", required=True)
+    ts = get("ts")
+    if type(ts) is not str or not 0 < len(ts) <= 64:
+        ts = _str(obj, "ts", required=True, max_len=64)
     t = parse_ts(ts)
-    ip = _str(obj, "ip", required=etype == "login", nullable=etype != "login", max_len=64)
-    if ip is not None:
+    ip = get("ip")
+    if type(ip) is str and 0 < len(ip) <= 64:
         ip = _check_ip(ip)
-    asn = obj.get("asn")
-    if type(asn) is float and asn.is_integer():      # JSON Schema: 7.0 is the integer 7
-        asn = int(asn)
+    elif ip is not None or etype == "login":
+        ip = _str(obj, "ip", required=etype == "login", nullable=etype != "login", max_len=64)
+        if ip is not None:
+            ip = _check_ip(ip)
+    asn = get("asn")
+    if asn is not None and type(asn) is not int:
+        if type(asn) is float and asn.is_integer():      # JSON Schema: 7.0 is the integer 7
+            asn = int(asn)
     if asn is not None and (type(asn) is not int or not 0 <= asn <= 4294967295):
         raise ContractError("bad_value", "'asn' must be an integer in [0, 2^32)")
-    common = dict(
-        event_id=event_id, type=etype, ts=ts, t=t, user_id=user_id, ip=ip,
-        user_agent=_str(obj, "user_agent", required=False, nullable=True, max_len=MAX_UA, min_len=0),
-        device_id=_str(obj, "device_id", required=False, nullable=True),
-        geo=_geo(obj), asn=asn,
-        as_org=_str(obj, "as_org", required=False, nullable=True, min_len=0),
-    )
-    event = _BUILDERS[etype](obj, common)
-    if obj.keys() - _KNOWN[etype]:              # set difference in C: the common case is none
-        event.extra = {k: v for k, v in obj.items() if k not in _KNOWN[etype]}
+    user_agent = get("user_agent")
+    if user_agent is not None and (type(user_agent) is not str or len(user_agent) > MAX_UA):
+        user_agent = _str(obj, "user_agent", required=False, nullable=True, max_len=MAX_UA, min_len=0)
+    device_id = get("device_id")
+    if device_id is not None and (type(device_id) is not str or not 0 < len(device_id) <= MAX_ID):
+        device_id = _str(obj, "device_id", required=False, nullable=True)
+    geo = _geo(obj) if get("geo") is not None else None
+    as_org = get("as_org")
+    if as_org is not None and (type(as_org) is not str or len(as_org) > MAX_ID):
+        as_org = _str(obj, "as_org", required=False, nullable=True, min_len=0)
+    known = _KNOWN[etype]
+    extra = {} if known.issuperset(obj) else None       # the common case: no unknown field
+    event = _BUILDERS[etype](obj, event_id, etype, ts, t, user_id, ip, user_agent, device_id,
+                             geo, asn, as_org, extra)
+    if extra is None:
+        event.extra = {k: v for k, v in obj.items() if k not in known}
     return event
 
 
-def _login(obj: dict, common: dict) -> Login:
-    return Login(**common, session_id=_str(obj, "session_id", required=True),
-                 password_ok=_bool(obj, "password_ok"))
+# Builders take the validated common fields positionally, in Event's field order
+# (event_id, type, ts, t, user_id, ip, user_agent, device_id, geo, asn, as_org, extra).
+
+def _login(obj: dict, *common) -> Login:
+    session_id = obj.get("session_id")
+    if type(session_id) is not str or not 0 < len(session_id) <= MAX_ID:
+        session_id = _str(obj, "session_id", required=True)
+    password_ok = obj.get("password_ok")
+    if type(password_ok) is not bool:
+        password_ok = _bool(obj, "password_ok")
+    return Login(*common, session_id, password_ok)
 
 
-def _code_issued(obj: dict, common: dict) -> CodeIssued:
+def _code_issued(obj: dict, *common) -> CodeIssued:
     if "session_id" not in obj:
         raise ContractError("missing_field", "'session_id' is required (null when no login session)")
-    return CodeIssued(**common, session_id=_str(obj, "session_id", required=True, nullable=True),
-                      channel=_enum(obj, "channel", CHANNELS),
-                      purpose=_enum(obj, "purpose", PURPOSES))
+    session_id = obj["session_id"]
+    if session_id is not None and (type(session_id) is not str or not 0 < len(session_id) <= MAX_ID):
+        session_id = _str(obj, "session_id", required=True, nullable=True)
+    channel = obj.get("channel")
+    if type(channel) is not str or channel not in CHANNELS:
+        channel = _enum(obj, "channel", CHANNELS)
+    purpose = obj.get("purpose")
+    if type(purpose) is not str or purpose not in PURPOSES:
+        purpose = _enum(obj, "purpose", PURPOSES)
+    return CodeIssued(*common, session_id, channel, purpose)
 
 
-def _code_verified(obj: dict, common: dict) -> CodeVerified:
+def _code_verified(obj: dict, *common) -> CodeVerified:
     if "session_id" not in obj:
         raise ContractError("missing_field", "'session_id' is required")
-    return CodeVerified(**common, session_id=_str(obj, "session_id", required=True, nullable=True),
-                        success=_bool(obj, "success"))
+    session_id = obj["session_id"]
+    if session_id is not None and (type(session_id) is not str or not 0 < len(session_id) <= MAX_ID):
+        session_id = _str(obj, "session_id", required=True, nullable=True)
+    success = obj.get("success")
+    if type(success) is not bool:
+        success = _bool(obj, "success")
+    return CodeVerified(*common, session_id, success)
 
 
-def _device_trusted(obj: dict, common: dict) -> DeviceTrusted:
-    if common["device_id"] is None:
+def _device_trusted(obj: dict, *common) -> DeviceTrusted:
+    if common[7] is None:                      # device_id
         raise ContractError("missing_field", "'device_id' is required for device_trusted")
-    return DeviceTrusted(**common, session_id=_str(obj, "session_id", required=True))
+    return DeviceTrusted(*common, _str(obj, "session_id", required=True))
 
 
-def _password_changed(obj: dict, common: dict) -> PasswordChanged:
-    return PasswordChanged(**common)
+def _password_changed(obj: dict, *common) -> PasswordChanged:
+    return PasswordChanged(*common)
 
 
-def _user_feedback(obj: dict, common: dict) -> UserFeedback:
-    return UserFeedback(**common, code_event_id=_str(obj, "code_event_id", required=True),
-                        verdict=_enum(obj, "verdict", VERDICTS))
+def _user_feedback(obj: dict, *common) -> UserFeedback:
+    return UserFeedback(*common, _str(obj, "code_event_id", required=True),
+                        _enum(obj, "verdict", VERDICTS))
 
 
 _BUILDERS = {

@@ -44,6 +44,14 @@ class Detector:
         self.networks = {} if networks is None else networks
         self.population = population or Population()
         self.policy = Policy(cfg["policy"])
+        # read once: the hot path uses these per event (cfg is not changed after construction)
+        self._verify_window = cfg["verify_window_s"]
+        self._login_grace = cfg["login_grace_s"]
+        self._bombing_window = cfg["bombing_window_s"]
+        self._fanout_window = cfg["fanout_window_s"]
+        self._session_ttl = cfg["session_ttl_s"]
+        self._recent_kept = cfg["recent_codes_kept"]
+        self._min_alert_rank = SEVERITY_RANK[cfg["alert_min_severity"]]
         self.watermark = 0.0
         self.stats: Counter = Counter()
         self._heap: list[tuple[float, int, str, str]] = []   # (deadline, seq, user, code id)
@@ -52,7 +60,7 @@ class Detector:
     # ------------------------------------------------------------------ public API
     def process(self, event: Event) -> list[Output]:
         """Handle one event; returns what it decided (including codes whose window passed)."""
-        self.stats[f"events.{event.type}"] += 1
+        self.stats[_EVENT_STAT.get(event.type) or f"events.{event.type}"] += 1
         # codes whose window closed before this event are decided first, so that nothing
         # this event teaches can leak into their scores
         out = self.advance(None if self.external_clock else event.t)
@@ -79,8 +87,10 @@ class Detector:
         """Decide every pending code whose deadline is at or before the watermark."""
         if watermark is not None:
             self.move_clock(watermark)
-        out: list[Output] = []
         heap = self._heap
+        if not heap or heap[0][0] > self.watermark:
+            return []
+        out: list[Output] = []
         while heap and heap[0][0] <= self.watermark:
             _deadline, _seq, user_id, code_id = heapq.heappop(heap)
             state = self.users.get(user_id)
@@ -113,7 +123,7 @@ class Detector:
                           login_ok: bool | None = None, code: bool = False) -> None:
         if ctx is None or ctx.ip is None:
             return
-        window = self.cfg["fanout_window_s"]
+        window = self._fanout_window
         for key in _network_keys(ctx):
             net = self._network(key)
             net.observe(user_id, t, window, login_ok=login_ok, code=code)
@@ -151,15 +161,19 @@ class Detector:
         early = state.sessions.get(event.session_id)
         verified_early = early is not None and early[S_LEARNED] == VERIFIED_EARLY
         state.add_session(event.session_id, t, event.password_ok, ctx.to_list() if ctx else None,
-                          self.cfg["session_ttl_s"])
+                          self._session_ttl)
         self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
         known = state.baseline.device(event.device_id)
         if event.password_ok and known is not None and known[3]:
             # a trusted-device cookie is proof the user was here before
             self._learn_session(state, event.session_id, event.t)
             state.baseline.touch_device(event.device_id, t, ctx.browser if ctx else None, self.cfg)
-        for pending in sorted(state.pending.values(), key=lambda p: (p[P_T], p[P_ID])):
-            if pending[P_SESSION] == event.session_id:
+        if state.pending:
+            session_id = event.session_id
+            waiting = [p for p in state.pending.values() if p[P_SESSION] == session_id]
+            if len(waiting) > 1:
+                waiting.sort(key=_pending_order)
+            for pending in waiting:
                 self._maybe_decide(event.user_id, state, pending, out)
         if verified_early:            # its code was entered before this login was delivered
             state.sessions[event.session_id][S_LEARNED] = 0
@@ -168,18 +182,18 @@ class Detector:
     def _on_code_issued(self, event: CodeIssued, state: UserState, out: list[Output]) -> None:
         ctx = self.enricher.context(event)
         t = int(event.t)
-        state.note_code(t, self.cfg["bombing_window_s"])
+        state.note_code(t, self._bombing_window)
         session = self._login_of(state, event.session_id)
         fan_ctx = ctx if ctx is not None and ctx.ip else (
             Context.from_list(session[S_CTX]) if session and session[S_CTX] else None)
         self._observe_networks(fan_ctx, event.user_id, t, code=True)
-        wait = self.cfg["verify_window_s"]
+        wait = self._verify_window
         if event.session_id is not None and session is None:
-            wait = max(wait, self.cfg["login_grace_s"])
+            wait = max(wait, self._login_grace)
         deadline = event.t + wait
         if deadline < self.watermark:
             # delivered late: give its login / verification the grace window from now
-            deadline = self.watermark + self.cfg["login_grace_s"]
+            deadline = self.watermark + self._login_grace
             self.stats["late_codes"] += 1
         pending = [event.event_id, event.t, event.ts, event.session_id, event.channel,
                    event.purpose, ctx.to_list() if ctx else None, None, 0, deadline]
@@ -188,13 +202,15 @@ class Detector:
         self._maybe_decide(event.user_id, state, pending, out)
 
     def _on_code_verified(self, event: CodeVerified, state: UserState, out: list[Output]) -> None:
-        matches = [p for p in state.pending.values() if p[P_SESSION] == event.session_id
-                   and p[P_T] <= event.t + self.cfg["login_grace_s"]]
-        if event.session_id is None and matches:
-            matches = [max(matches, key=lambda p: (p[P_T], p[P_ID]))]
+        session_id = event.session_id
+        latest = event.t + self._login_grace
+        matches = [p for p in state.pending.values() if p[P_SESSION] == session_id
+                   and p[P_T] <= latest]
+        if session_id is None and matches:
+            matches = [max(matches, key=_pending_order)]
         if not matches:
             self.stats["verified_unmatched"] += 1
-        for pending in sorted(matches, key=lambda p: (p[P_T], p[P_ID])):
+        for pending in (sorted(matches, key=_pending_order) if len(matches) > 1 else matches):
             if event.success:
                 pending[P_VERIFIED] = 1
             else:
@@ -258,7 +274,7 @@ class Detector:
         session_id = pending[P_SESSION]
         if session_id is not None and self._login_of(state, session_id) is None:
             return                                       # hold for its login (grace window)
-        if self.cfg["verify_window_s"] == 0 or pending[P_VERIFIED]:
+        if self._verify_window == 0 or pending[P_VERIFIED]:
             self._decide(user_id, state, pending, out)
 
     def _decide(self, user_id: str, state: UserState, pending: list, out: list[Output],
@@ -267,24 +283,26 @@ class Detector:
         del state.pending[code_id]
         session = self._login_of(state, pending[P_SESSION])
         login_ctx = Context.from_list(session[S_CTX]) if session and session[S_CTX] else None
-        code_ctx = Context.from_list(pending[P_CTX]) if pending[P_CTX] else None
+        # the code's own context is scored only without a login context; else it is built
+        # for the alert only (below)
+        code_ctx = Context.from_list(pending[P_CTX]) if login_ctx is None and pending[P_CTX] else None
         flow = _flow(pending, session)
         ctx = login_ctx or code_ctx
-        waited = self.cfg["verify_window_s"] > 0
+        waited = self._verify_window > 0
         verified = bool(pending[P_VERIFIED]) if waited or pending[P_VERIFIED] else None
         sig = Signals(t=t, purpose=pending[P_PURPOSE], flow=flow, ctx=ctx, verified=verified,
                       failed_attempts=pending[P_FAILED],
-                      codes_in_window=_codes_near(state.code_times, t, self.cfg["bombing_window_s"]),
+                      codes_in_window=_codes_near(state.code_times, t, self._bombing_window),
                       feedback_not_me=not_me)
         self._cross_user(sig, ctx, t)
         verdict = score_code(state.baseline, self.population, sig, self.cfg)
         severity = verdict.severity
-        alerted = severity is not None and (
-            SEVERITY_RANK[severity] >= SEVERITY_RANK[self.cfg["alert_min_severity"]])
+        alerted = severity is not None and SEVERITY_RANK[severity] >= self._min_alert_rank
         actions = self.policy.actions(flow, severity, verdict.codes()) if alerted else []
+        terms = verdict.terms
         record = ScoreRecord(code_id, user_id, pending[P_TS], verdict.score, verdict.issue_score,
                              severity, alerted, actions, flow, pending[P_PURPOSE],
-                             {t.code: round(t.weight, 3) for t in verdict.terms if t.weight})
+                             {term.code: round(term.weight, 3) for term in terms if term.weight})
         out.append(record)
         self.stats["codes_decided"] += 1
         if ctx is not None and ctx.ip is not None and verified is not None:
@@ -295,12 +313,16 @@ class Detector:
         # kept for feedback: what a `me` would teach, what a `not_me` update would show
         keep_ctx = ctx.to_list() if ctx is not None and (alerted or not verified) else None
         status = "escalated" if sig.feedback_not_me else "open"
-        top = [term.code for term in sorted(verdict.terms, key=lambda x: (-x.weight, x.code))
-               if term.weight > 0][:4]
+        positive = [term for term in terms if term.weight > 0]   # filter, then sort: same order
+        if len(positive) > 1:
+            positive.sort(key=_term_order)
+        top = [term.code for term in positive[:4]]
         state.remember([code_id, int(t), round(verdict.score, 4), severity, flow, int(alerted),
                         pending[P_PURPOSE], pending[P_CHANNEL], top, keep_ctx, status],
-                       self.cfg["recent_codes_kept"], int(self.watermark))
+                       self._recent_kept, int(self.watermark))
         if alerted:
+            if login_ctx is not None and pending[P_CTX]:
+                code_ctx = Context.from_list(pending[P_CTX])
             self.stats["alerts"] += 1
             out.append(self._alert(user_id, state, pending, verdict, flow, actions, login_ctx,
                                    code_ctx, status))
@@ -308,7 +330,7 @@ class Detector:
     def _cross_user(self, sig: Signals, ctx: Context | None, t: float) -> None:
         if ctx is None or ctx.ip is None:
             return
-        window = self.cfg["fanout_window_s"]
+        window = self._fanout_window
         keys = _network_keys(ctx)
         ip_state = self.networks.get(keys[0])
         if ip_state is not None:
@@ -382,12 +404,33 @@ def _ctx_side(flow: str, purpose: str) -> str:
     return "login"
 
 
-def _network_keys(ctx: Context) -> list[str]:
-    keys = [f"ip:{ctx.ip}"]
-    if ctx.network and not ctx.private:
-        keys.append(f"net:{ctx.network}")
+def _network_keys(ctx: Context) -> tuple[str, ...]:
+    """Cross-user state keys of a context: its IP, and its network unless private."""
+    use_net = bool(ctx.network) and not ctx.private
+    cache_key = (ctx.ip, ctx.network if use_net else None)
+    keys = _KEYS_CACHE.get(cache_key)
+    if keys is None:
+        keys = (f"ip:{ctx.ip}", f"net:{ctx.network}") if use_net else (f"ip:{ctx.ip}",)
+        if len(_KEYS_CACHE) >= _KEYS_CACHE_MAX:
+            _KEYS_CACHE.clear()
+        _KEYS_CACHE[cache_key] = keys
     return keys
 
 
+_KEYS_CACHE: dict[tuple, tuple[str, ...]] = {}
+_KEYS_CACHE_MAX = 1 << 17
+_EVENT_STAT = {etype: f"events.{etype}" for etype in
+               ("login", "code_issued", "code_verified", "device_trusted", "password_changed",
+                "user_feedback")}
+
+
+def _pending_order(pending: list) -> tuple:
+    return pending[P_T], pending[P_ID]
+
+
+def _term_order(term) -> tuple:
+    return -term.weight, term.code
+
+
 def _codes_near(times: list[int], t: float, window: int) -> int:
-    return sum(1 for x in times if t - window <= x <= t + window)
+    return len([x for x in times if t - window <= x <= t + window])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import geoip2.database
@@ -141,26 +142,36 @@ class Enricher:
 
     def context(self, event: Event) -> Context | None:
         """The event's client context, or None when it carries none at all."""
-        if event.ip is None and event.device_id is None and not event.user_agent:
+        ip, device_id, user_agent = event.ip, event.device_id, event.user_agent
+        if ip is None and device_id is None and not user_agent:
             return None
-        ctx = Context(device_id=event.device_id, user_agent=event.user_agent)
-        if event.ip is not None:
-            info = self.ip_info(event.ip)
-            ctx.ip, ctx.prefix, ctx.private = info.ip, info.prefix, info.private
-            ctx.asn, ctx.as_org, ctx.network = info.asn, info.as_org, info.network
-            ctx.country, ctx.city, ctx.lat, ctx.lon = info.country, info.city, info.lat, info.lon
+        if ip is not None:
+            info = self.ip_info(ip)
+            ip, prefix, network, asn, as_org = info.ip, info.prefix, info.network, info.asn, info.as_org
+            country, city, lat, lon, private = info.country, info.city, info.lat, info.lon, info.private
+        else:
+            prefix = network = asn = as_org = country = city = lat = lon = None
+            private = False
         if event.asn is not None:                      # pre-enrichment wins
-            ctx.asn, ctx.network = event.asn, f"AS{event.asn}"
-            ctx.as_org = event.as_org or ctx.as_org
+            asn = event.asn
+            network = f"AS{asn}"
+            as_org = event.as_org or as_org
         geo = event.geo
         if geo is not None:
             if geo.country:
-                ctx.country = geo.country
+                country = geo.country
             if geo.city:
-                ctx.city = f"{ctx.country or '??'}/{geo.city}"
+                city = f"{country or '??'}/{geo.city}"
             if geo.lat is not None and geo.lon is not None:
-                ctx.lat, ctx.lon = geo.lat, geo.lon
-        fam = ua_family(event.user_agent)
-        if fam is not None:
-            ctx.browser, ctx.os = fam.browser_key, fam.os_key
-        return ctx
+                lat, lon = geo.lat, geo.lon
+        keys = _ua_keys(user_agent)
+        browser, os_key = keys if keys is not None else (None, None)
+        return Context(ip, prefix, network, asn, as_org, country, city, lat, lon, private,
+                       device_id, user_agent, browser, os_key)
+
+
+@lru_cache(maxsize=65536)
+def _ua_keys(user_agent: str | None) -> tuple[str, str] | None:
+    """(browser_key, os_key) of a User-Agent, or None: ua_family's answer, keys pre-built."""
+    fam = ua_family(user_agent)
+    return None if fam is None else (fam.browser_key, fam.os_key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .baseline import values
+from .baseline import _LEVEL_NAMES, values  # noqa: F401  (values: kept for importers)
 
 VOCAB = {"net0": 2000, "loc0": 200, "ua0": 50}   # pseudo-vocabulary sizes for smoothing
 CHILD_VOCAB = 20
@@ -20,10 +20,13 @@ class Population:
         self.totals: dict[str, int] = defaultdict(int)
 
     def observe(self, features: dict[str, tuple]) -> None:
-        for name, value in values(features):
-            table = self.counts[name]
-            table[value] = table.get(value, 0) + 1
-            self.totals[name] += 1
+        counts, totals = self.counts, self.totals
+        for family, names in _LEVEL_NAMES:          # = baseline.values(features), inlined
+            for name, value in zip(names, features[family]):
+                if value is not None:
+                    table = counts[name]
+                    table[value] = table.get(value, 0) + 1
+                    totals[name] += 1
 
     def p(self, name: str, value: str | None) -> float:
         count = self.counts[name].get(value, 0) if value is not None else 0

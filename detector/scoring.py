@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
+from functools import partial
 from typing import Callable
 
 from .baseline import Baseline, hour_of
 from .enrich import Context
 from .geo import haversine_km
-from .population import Population
+from .population import CHILD_VOCAB, VOCAB, Population
 
 DEVICE_GLOBAL_P = 1e-4            # a device id belongs to one user: globally rare by design
 SENSITIVE = frozenset({"security_settings", "payment"})
@@ -104,17 +106,59 @@ def _mixture(raw_llr: float, share: float) -> float:
 
 def _family_llr(b: Baseline, pop: Population, family: str, values: tuple, alpha: float) -> float:
     """Hierarchical log LR over (coarse, fine) levels of one feature family."""
-    coarse, fine = values
+    name0, name1 = _LEVELS.get(family) or (f"{family}0", f"{family}1")
+    return _levels_llr(b, pop, name0, name1, values[0], values[1], alpha)
+
+
+def _levels_llr(b: Baseline, pop: Population, name0: str, name1: str, coarse, fine,
+                alpha: float) -> float:
+    """:func:`_family_llr` with the level names given (same arithmetic, same order)."""
+    feats = b.feats
     llr = 0.0
-    n_user = b.total(f"{family}0")
-    pg0 = pop.p(f"{family}0", coarse)
-    c0 = b.count(f"{family}0", coarse)
-    llr += math.log(pg0) - math.log((c0 + alpha * pg0) / (n_user + alpha))
+    table = feats.get(name0)
+    if table:
+        n_user = sum(map(_first, table.values()))
+        entry = table.get(coarse) if coarse is not None else None
+        c0 = entry[0] if entry else 0
+    else:
+        n_user = c0 = 0
+    exact = type(pop) is Population        # its p / p_given inlined (same lookups, same order)
+    if exact:
+        counts = pop.counts
+        parent = counts[name0].get(coarse, 0) if coarse is not None else 0
+        pg0 = (parent + 1.0) / (pop.totals[name0] + VOCAB.get(name0, 1000))
+    else:
+        pg0 = pop.p(name0, coarse)
+    log = math.log
+    llr += log(pg0) - log((c0 + alpha * pg0) / (n_user + alpha))
     if fine is not None:
-        pg1 = pop.p_given(f"{family}1", fine, f"{family}0", coarse)
-        c1 = b.count(f"{family}1", fine)
-        llr += math.log(pg1) - math.log((c1 + alpha * pg1) / (c0 + alpha))
+        if exact:
+            pg1 = (counts[name1].get(fine, 0) + 1.0) / (parent + CHILD_VOCAB)
+        else:
+            pg1 = pop.p_given(name1, fine, name0, coarse)
+        table = feats.get(name1)
+        entry = table.get(fine) if table else None
+        c1 = entry[0] if entry else 0
+        llr += log(pg1) - log((c1 + alpha * pg1) / (c0 + alpha))
     return llr
+
+
+_LEVELS = {family: (f"{family}0", f"{family}1") for family in ("net", "loc", "ua")}
+_first = itemgetter(0)
+
+
+def _combine2(a: float, b: float) -> float:
+    """:func:`_combine` of exactly two terms, without the sorting (same result, bit for bit)."""
+    total = 0.0
+    if a > 0:
+        total += (a + 0.3 * b if a >= b else b + 0.3 * a) if b > 0 else a + 0.3 * 0
+    elif b > 0:
+        total += b + 0.3 * 0
+    if a < 0:
+        total += (a + 0.3 * b if a <= b else b + 0.3 * a) if b < 0 else a + 0.3 * 0
+    elif b < 0:
+        total += b + 0.3 * 0
+    return total
 
 
 def _combine(terms: list[float]) -> float:
@@ -132,6 +176,8 @@ def _combine(terms: list[float]) -> float:
 def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict) -> list[Term]:
     alpha = cfg["smoothing_alpha"]
     local, on_device = cfg["local_attacker_share"], cfg["device_attacker_share"]
+    weights = cfg["weights"]
+    lo, hi = weights["term_min"], weights["term_max"]       # _clip, inlined
     out: list[Term] = []
     memo: list[dict] = []
 
@@ -142,10 +188,12 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     # --- network + location (move together when travelling)
     net = loc = 0.0
     if ctx.network is not None:
-        net = _clip(_mixture(_family_llr(b, pop, "net", (ctx.network, ctx.prefix), alpha), local), cfg)
+        net = max(lo, min(hi, _mixture(_levels_llr(b, pop, "net0", "net1", ctx.network, ctx.prefix,
+                                                   alpha), local)))
     if ctx.country is not None:
-        loc = _clip(_mixture(_family_llr(b, pop, "loc", (ctx.country, ctx.city), alpha), local), cfg)
-    netloc = max(_combine([net, loc]), math.log(local))
+        loc = max(lo, min(hi, _mixture(_levels_llr(b, pop, "loc0", "loc1", ctx.country, ctx.city,
+                                                   alpha), local)))
+    netloc = max(_combine2(net, loc), math.log(local))
     if ctx.network is not None or ctx.country is not None:
         out.append(Term(_netloc_code(b, ctx),
                         lambda: _netloc_detail(ctx, summary(), net, loc), netloc))
@@ -153,29 +201,29 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     dev = ua = 0.0
     known = b.device(ctx.device_id)
     if ctx.device_id is None:
-        dev = cfg["weights"]["null_device"]
+        dev = weights["null_device"]
     else:
         count = max(known[2], 1) if known else 0
         n_dev = b.device_total() + (0 if known is None or known[2] else 1)
         p_user = (count + alpha * DEVICE_GLOBAL_P) / (n_dev + alpha)
-        dev = _clip(_mixture(math.log(DEVICE_GLOBAL_P) - math.log(p_user), on_device), cfg)
+        dev = max(lo, min(hi, _mixture(_LOG_DEVICE_GLOBAL_P - math.log(p_user), on_device)))
     if ctx.os is not None:
-        ua = _clip(_mixture(_family_llr(b, pop, "ua", (ctx.os, ctx.browser), alpha), local), cfg)
-    devua = max(_combine([dev, ua]), math.log(on_device if known else local))
+        ua = max(lo, min(hi, _mixture(_levels_llr(b, pop, "ua0", "ua1", ctx.os, ctx.browser, alpha),
+                                      local)))
+    devua = max(_combine2(dev, ua), math.log(on_device if known else local))
     out.append(Term(_devua_code(b, ctx, known),
                     lambda: _devua_detail(ctx, summary(), known, dev, ua), devua))
     # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
-    n_hours = sum(b.hours)
+    hours_seen = b.hours
+    n_hours = sum(hours_seen)
     if n_hours:
         h = hour_of(t)
-        near = b.hours[h] + b.hours[(h - 1) % 24] + b.hours[(h + 1) % 24]
+        near = hours_seen[h] + hours_seen[(h - 1) % 24] + hours_seen[(h + 1) % 24]
         p_user = (near + alpha * 3 / 24) / (n_hours + alpha)
-        hour = max(-1.0, min(1.0, math.log(3 / 24) - math.log(p_user)))
+        hour = max(-1.0, min(1.0, _LOG_3_24 - math.log(p_user)))
         if abs(hour) >= 0.05:
-            share = 100.0 * near / n_hours
             out.append(Term("unusual_hour" if hour > 0 else "usual_hour",
-                            f"{h:02d}:00 UTC; {share:.0f}% of {n_hours} proven sign-ins were within an hour of it",
-                            hour))
+                            partial(_hour_detail, h, near, n_hours), hour))
     # --- travel speed since the last proven sign-in
     if b.last_place is not None and ctx.lat is not None and ctx.lon is not None:
         t_last, lat, lon, city = b.last_place
@@ -184,14 +232,23 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
             out.append(Term("impossible_travel",
                             f"{city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
-                            f"{hours:.1f} h ({km / hours:,.0f} km/h)", cfg["weights"]["impossible_travel"]))
+                            f"{hours:.1f} h ({km / hours:,.0f} km/h)", weights["impossible_travel"]))
     return out
 
 
+def _hour_detail(h: int, near: int, n_hours: int) -> str:
+    share = 100.0 * near / n_hours
+    return f"{h:02d}:00 UTC; {share:.0f}% of {n_hours} proven sign-ins were within an hour of it"
+
+
+_LOG_DEVICE_GLOBAL_P = math.log(DEVICE_GLOBAL_P)
+_LOG_3_24 = math.log(3 / 24)
+
+
 def _netloc_code(b: Baseline, ctx: Context) -> str:
-    if b.count("net0", ctx.network) and b.count("loc1", ctx.city):
-        return "known_network_and_place" if b.count("net1", ctx.prefix) else "new_address_known_network"
     if b.count("net0", ctx.network):
+        if b.count("loc1", ctx.city):
+            return "known_network_and_place" if b.count("net1", ctx.prefix) else "new_address_known_network"
         return "new_place_known_network"
     if b.count("loc0", ctx.country):
         return "new_network"
@@ -297,7 +354,7 @@ def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict
         for term in terms:
             term.weight *= scale.get(term.code, 1.0)
     bias = cfg["bias"]
-    issue_logit = bias + sum(t.weight for t in terms if not t.verification)
-    logit = bias + sum(t.weight for t in terms)
+    issue_logit = bias + sum([t.weight for t in terms if not t.verification])
+    logit = bias + sum([t.weight for t in terms])
     score = round(sigmoid(logit), 6)
     return Verdict(score, round(sigmoid(issue_logit), 6), severity_of(score, cfg["severity"]), terms)

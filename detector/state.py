@@ -10,6 +10,7 @@ import base64
 import math
 import zlib
 from array import array
+from zlib import crc32 as _crc32
 
 import orjson
 
@@ -48,12 +49,13 @@ class UserState:
     # ------------------------------------------------------------------ dedup
     def is_duplicate(self, event_id: str) -> bool:
         """True when this event id is among the user's last SEEN_MAX; records it otherwise."""
-        key = short_hash(event_id)
-        if key in self.seen:
+        key = _crc32(event_id.encode())           # short_hash, inlined
+        seen = self.seen
+        if key in seen:
             return True
-        self.seen[key] = None
-        if len(self.seen) > SEEN_MAX:
-            del self.seen[next(iter(self.seen))]
+        seen[key] = None
+        if len(seen) > SEEN_MAX:
+            del seen[next(iter(seen))]
         return False
 
     # ------------------------------------------------------------------ sessions
@@ -63,16 +65,27 @@ class UserState:
         learned = old[S_LEARNED] if old else 0
         # a later password_ok=False attempt in the same session must not hide an earlier success
         password_ok = password_ok or bool(old and old[S_PASSWORD_OK])
-        self.sessions[session_id] = [t, password_ok, ctx, learned]
+        sessions = self.sessions
+        sessions[session_id] = [t, password_ok, ctx, learned]
         # sessions whose codes still wait for a decision are kept: evicting them would turn a
         # bombing burst's codes into login_missing and hide that the password was typed
-        waiting = {p[P_SESSION] for p in self.pending.values()} | {session_id}
+        # (`waiting` and `idle` are only built when something may be evicted)
+        waiting = None
         horizon = t - ttl
-        for sid in [s for s, v in self.sessions.items() if v[S_T] < horizon and s not in waiting]:
-            del self.sessions[sid]
-        idle = sorted((v[S_T], s) for s, v in self.sessions.items() if s not in waiting)
-        while len(self.sessions) > MAX_SESSIONS and idle:
-            del self.sessions[idle.pop(0)[1]]
+        stale = [s for s, v in sessions.items() if v[S_T] < horizon]
+        if stale:
+            waiting = {p[P_SESSION] for p in self.pending.values()}
+            waiting.add(session_id)
+            for sid in stale:
+                if sid not in waiting:
+                    del sessions[sid]
+        if len(sessions) > MAX_SESSIONS:
+            if waiting is None:
+                waiting = {p[P_SESSION] for p in self.pending.values()}
+                waiting.add(session_id)
+            idle = sorted((v[S_T], s) for s, v in sessions.items() if s not in waiting)
+            while len(sessions) > MAX_SESSIONS and idle:
+                del sessions[idle.pop(0)[1]]
         while len(self.sessions) > MAX_SESSIONS_HARD:     # a flood: bound memory anyway
             del self.sessions[min(self.sessions, key=lambda s: (self.sessions[s][S_T], s))]
 
@@ -82,11 +95,18 @@ class UserState:
         horizon = t - window
         self.code_times = [x for x in self.code_times if x >= horizon][-31:]
         self.code_times.append(t)
-        return sum(1 for x in self.code_times if horizon <= x <= t)
+        return len([x for x in self.code_times if horizon <= x <= t])
 
     def remember(self, record: list, keep: int, now: int, max_age: int = 30 * 86400) -> None:
-        self.recent.append(record)
-        self.recent = [r for r in self.recent if r[R_T] >= now - max_age][-keep:]
+        recent = self.recent
+        recent.append(record)
+        horizon = now - max_age
+        for r in recent:
+            if r[R_T] < horizon:          # something aged out: filter, then keep the newest
+                self.recent = [r for r in recent if r[R_T] >= horizon][-keep:]
+                return
+        if len(recent) > keep:
+            self.recent = recent[-keep:]
 
     def find_recent(self, code_event_id: str) -> list | None:
         for record in reversed(self.recent):
@@ -143,15 +163,24 @@ class NetworkState:
 
     def observe(self, user_id: str, t: int, window: int, login_ok: bool | None = None,
                 code: bool = False) -> None:
-        self._decay(t)
+        if t > self.t0:                            # = self._decay(t), inlined (hot path)
+            if self.t0:
+                f = math.pow(0.5, (t - self.t0) / self.HALF_LIFE)
+                self.logins *= f
+                self.login_fail *= f
+                self.codes *= f
+                self.verified *= f
+                self.unverified *= f
+            self.t0 = t
         if login_ok is not None:
             self.logins += 1
             self.login_fail += 0 if login_ok else 1
         if code:
             self.codes += 1
-        key = short_hash(user_id)
-        if t > self.users.get(key, 0):
-            self.users[key] = t
+        key = _crc32(user_id.encode())            # short_hash, inlined
+        users = self.users
+        if t > users.get(key, 0):
+            users[key] = t
         if len(self.users) > 96:
             self.prune(t, window)
 
@@ -170,7 +199,7 @@ class NetworkState:
 
     def distinct_users(self, t: int, window: int) -> int:
         horizon = t - window
-        return sum(1 for v in self.users.values() if v >= horizon)
+        return len([v for v in self.users.values() if v >= horizon])
 
     def failure_ratio(self) -> float | None:
         """Share of bad outcomes (wrong passwords, codes never entered) seen here; None = no data."""
