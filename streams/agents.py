@@ -1,7 +1,7 @@
 """The Faust wiring: decode -> Detector -> publish. No detection logic lives here.
 
     inputs (logins, codes, events, ticks; key = user_id)
-      -> user agent: one StreamDetector per input partition, state in the `users` table
+      -> user agent: one Detector per input partition, state in the `users` table
            -> alerts / scores topics
            -> network-ops topic (key = network)  -> network agent -> `network-view`
                                                                      GlobalTable (read by
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 import weakref
 from typing import Mapping
@@ -22,17 +23,20 @@ from faust.streams import _current_event
 from kafka.partitioner.default import murmur2
 
 from straycode.detector.alerts import Alert
-from straycode.detector.contract import ContractError, decode_line
+from straycode.detector.contract import ContractError, Event, decode_line
+from straycode.detector.engine import Detector
 from straycode.detector.enrich import Enricher
 from straycode.detector.ocsf import render_alert
 from straycode.detector.population import Population
 from straycode.detector.state import NetworkState
 from straycode.settings import detector_settings
 
-from .clock import PartitionClock, StreamDetector
+from .clock import PartitionClock, ReorderBuffer
 from .metrics import Metrics, install_pages
 from .tables import NetworkStore, UserStore, apply_ops, network_view, scan_users, user_table
 from .topics import declare_topics, input_topic_names
+
+log = logging.getLogger("straycode.streams")
 
 
 def set_current_event(event) -> None:
@@ -89,9 +93,10 @@ class Pipeline:
         self.networks = NetworkStore(network_view(app, kcfg))
         self.enricher = enricher or build_enricher(settings)
         self.population = Population()           # re-derivable: shared, not persisted
-        self.detectors: dict[int, StreamDetector] = {}
+        self.detectors: dict[int, Detector] = {}
         self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed)
         self.metrics = Metrics()
+        self.reorder = ReorderBuffer(int(kcfg["reorder_max_events"]))
         self.batch_max = int(kcfg["batch_max_events"])
         self.batch_within_s = float(kcfg["batch_within_s"])
         self.recovered = False
@@ -117,38 +122,47 @@ class Pipeline:
             await self.handle_batch(events)
 
     async def handle_batch(self, events: list) -> None:
+        """Admit the batch's messages to the reorder buffer, hand what the watermark has
+        passed to the detectors, publish, write state, then acknowledge.
+
+        A buffered message is acknowledged (made committable) only once it was handled and
+        its state written: its reference count is raised when it is buffered, so the ack
+        that Faust's take_events gives every message of a batch does not release it."""
+        self.metrics.batch_size.observe(len(events))
         outputs: list = []
-        last_event: dict[int, object] = {}        # partition -> its last event in the batch
+        handled: list = []                         # buffered messages handled in this batch
+        flush_with: dict[int, object] = {}         # partition -> one of its events
         read: dict[str, int] = {}                  # topic -> input messages in the batch
         self.networks.begin_batch()
         for event in events:
-            set_current_event(event)               # table reads and writes go by its partition
             msg = event.message
             if msg.topic == self.ticks_topic:
-                det = self.detector(msg.partition)
-                if det.hold_until(self.clock.watermark(msg.partition)):
-                    outputs += det.advance()
-                last_event[msg.partition] = event
+                flush_with[msg.partition] = event
                 continue
             read[msg.topic] = read.get(msg.topic, 0) + 1
-            out = await self.handle_message(msg)
-            if out is not None:
-                outputs += out
-                last_event[msg.partition] = event
+            ev = await self.admit(msg)
+            if ev is not None:
+                msg.incref()
+                self.reorder.push(msg.partition, ev.t, (ev, event))
+                flush_with[msg.partition] = event
+        for p in flush_with:
+            outputs += await self.release(p, handled)
         for topic, n in read.items():
             self.metrics.events_in.labels(topic).inc(n)
+        self.metrics.reorder_size.set(self.reorder.size)
         await self.publish(outputs)
-        for p, event in last_event.items():
+        for p, event in flush_with.items():
             det = self.detectors.get(p)
             if det is not None:
-                set_current_event(event)
+                set_current_event(event)           # table writes go by its partition
                 det.users.flush()
                 self.metrics.watermark.labels(str(p)).set(max(det.watermark, 0))
+        consumer = self.app.consumer
+        for event in handled:
+            event.message.ack(consumer)
 
-    async def handle_message(self, msg) -> list | None:
-        """Decode and process one input message; None when it went elsewhere (dead letter,
-        re-keyed). Its state changes stay buffered until the batch is flushed."""
-        started = time.perf_counter()
+    async def admit(self, msg) -> Event | None:
+        """Decode one input message; None when it went elsewhere (dead letter, re-keyed)."""
         try:
             ev = decode_line(msg.value if msg.value is not None else b"", self.max_bytes)
         except ContractError as exc:
@@ -163,26 +177,45 @@ class Pipeline:
                 key=key, value=msg.value, force=True,
                 partition=expected_partition(key, self.partitions))
             return None
-        det = self.detector(msg.partition)
-        # the event is handled at the clock of before it was read (its own topic still
-        # counts as lagging), then the clock moves on: its window is never cut short
-        det.hold_until(self.clock.watermark(msg.partition))
-        det.users.begin()
-        self.networks.begin()
-        try:
-            outputs = det.process(ev)
-            self.clock.seen(msg.tp, msg.offset, ev.t)
-            if det.hold_until(self.clock.watermark(msg.partition)):
-                outputs += det.advance()
-        except Exception as exc:      # a core bug must not stop the stream: park the event
-            self.clock.seen(msg.tp, msg.offset, None)
-            self.park(det)
-            await self.dead_letter(msg, "processing_error", repr(exc)[:500])
-            return None
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self.clock.seen(msg.tp, msg.offset, ev.t)
+        return ev
+
+    async def release(self, partition: int, handled: list) -> list:
+        """Process the partition's buffered events that the watermark has passed, in event
+        time order, then decide the codes whose window closed by the watermark. State
+        changes stay buffered until the batch is flushed."""
+        watermark = self.clock.watermark(partition)
+        det = self.detector(partition)
+        outputs: list = []
+        forced = self.reorder.forced
+        for ev, event in self.reorder.release(partition, watermark):
+            set_current_event(event)               # table reads go by its partition
+            handled.append(event)
+            started = time.perf_counter()
+            det.users.begin()
+            self.networks.begin()
+            try:
+                out = det.process(ev)
+            except Exception as exc:  # a core bug must not stop the stream: park the event
+                self.park(det)
+                await self.dead_letter(event.message, "processing_error", repr(exc)[:500])
+                continue
+            outputs += out
+            self.metrics.latency.observe(time.perf_counter() - started)
+        if self.reorder.forced > forced:
+            self.metrics.reorder_forced.inc(self.reorder.forced - forced)
+        if watermark > det.watermark:
+            det.users.begin()
+            self.networks.begin()
+            try:
+                outputs += det.advance(watermark)
+            except Exception as exc:
+                self.park(det)
+                log.error("deciding the codes due by the watermark of partition %d failed: %r",
+                          partition, exc)
         return outputs
 
-    def park(self, det: StreamDetector) -> None:
+    def park(self, det: Detector) -> None:
         """Undo a failed event: the states it read are put back and their pending codes
         re-armed (codes it had already decided, of any user, are decided again later
         under the same alert ids, not lost), and its network operations are dropped.
@@ -217,16 +250,16 @@ class Pipeline:
         for topic in (self.topics.alerts, self.topics.scores, self.topics.dead_letters):
             await topic.maybe_declare()
 
-    def detector(self, partition: int) -> StreamDetector:
+    def detector(self, partition: int) -> Detector:
         det = self.detectors.get(partition)
         if det is None:
             det = self._build({partition})[partition]
         return det
 
-    def _build(self, partitions: set[int]) -> dict[int, StreamDetector]:
+    def _build(self, partitions: set[int]) -> dict[int, Detector]:
         """Fresh detectors for these partitions, with their stored pending codes re-armed."""
         for p in partitions:
-            self.detectors[p] = StreamDetector(self.cfg, self.enricher, UserStore(self.users, p),
+            self.detectors[p] = Detector(self.cfg, self.enricher, UserStore(self.users, p),
                                                self.networks, self.population)
         for p, user_id, state in scan_users(self.users, partitions):
             if state.pending:
@@ -251,7 +284,9 @@ class Pipeline:
         if time.monotonic() - self._ops_sent_at >= self.OPS_EVERY_S:
             await self.send_network_ops()
         if waits:
+            started = time.perf_counter()
             await asyncio.gather(*waits)
+            self.metrics.ack_wait.observe(time.perf_counter() - started)
 
     OPS_EVERY_S = 0.05
 
@@ -278,7 +313,8 @@ class Pipeline:
         up), and refresh the lag gauges."""
         await self.send_network_ops()
         for p, det in list(self.detectors.items()):
-            if self.clock.watermark(p) > det.watermark:
+            watermark = self.clock.watermark(p)
+            if watermark > det.watermark or self.reorder.due(p, watermark):
                 await self.topics.ticks.send(value=b"tick", partition=p)
         for (topic, p), lag in self.clock.lag().items():
             self.metrics.lag.labels(topic, str(p)).set(lag)
@@ -302,6 +338,7 @@ class Pipeline:
         for tp in revoked:
             if tp.topic in self.clock.input_topics:
                 self.detectors.pop(tp.partition, None)
+                self.reorder.drop(tp.partition)
 
     def _highwater(self, tp) -> int | None:
         try:
@@ -317,4 +354,6 @@ class Pipeline:
         return {"ok": self.recovered and not self.app.rebalancing,
                 "recovered": self.recovered, "rebalancing": bool(self.app.rebalancing),
                 "partitions": sorted(self.detectors),
+                "buffered": self.reorder.size,
+                "watermarks": {p: self.clock.watermark(p) for p in sorted(self.detectors)},
                 "uptime_s": round(time.time() - self.metrics.started, 1)}

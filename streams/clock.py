@@ -1,18 +1,21 @@
-"""Event-time watermark per input partition, for topics that are read at different speeds.
+"""Event time for topics that are read at different speeds: a watermark per input
+partition, and a buffer that hands events to the Detector in event-time order.
 
-Logins and codes may travel on separate topics. The Detector would take the largest event
-time it has seen as "now", so a codes partition read ahead of its logins partition would
-decide codes as `login_missing` before their logins are read. Here the watermark of input
-partition p is the largest event time seen on p's topics, held back to the last event time
-read from any of p's topic-partitions that still has unread messages (a caught-up or empty
-topic-partition does not hold anything back). Like a Flink watermark, but exact about lag.
+Logins, codes and the other events may travel on separate topics. Read as they come, a
+codes partition read ahead of its logins partition would have codes decided as
+`login_missing`, and a code_verified read before its code_issued would be lost. Here the
+watermark of input partition p is the largest event time seen on p's topics, held back to
+the last event time read from any of p's topic-partitions that still has unread messages
+(a caught-up or empty topic-partition does not hold anything back): like a Flink
+watermark, but exact about lag. Events wait in the ReorderBuffer until the watermark
+passes them, so the Detector sees each partition's events in time order, as in replay.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from straycode.detector.engine import Detector
 
 NEVER = float("-inf")
 
@@ -90,11 +93,48 @@ class PartitionClock:
         return out
 
 
-class StreamDetector(Detector):
-    """A Detector whose event-time clock is moved by the stream (see module doc), not by
-    each event, so that decisions wait for lagging topics."""
+class ReorderBuffer:
+    """Per input partition, the events read but not yet handed to the Detector, released in
+    event-time order once the partition's watermark has passed them.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, external_clock=True, **kwargs)
+    Logins, codes and the rest may travel on topics read at different speeds: a user's
+    code_verified can be read before its code_issued, a login days ahead of its codes
+    during a backlog. The Detector, like `straycode replay`, expects a user's events in
+    time order; the watermark guarantees that nothing earlier than it is still unread (up
+    to events a producer writes late, which the core handles as late). `max_events` bounds
+    memory: past it the oldest events are released early (counted as forced)."""
 
-    hold_until = Detector.move_clock
+    def __init__(self, max_events: int = 50_000):
+        self.max_events = max_events
+        self.heaps: dict[int, list] = {}
+        self.size = 0
+        self.forced = 0
+        self._seq = 0
+
+    def push(self, partition: int, t: float, item) -> None:
+        self._seq += 1
+        heapq.heappush(self.heaps.setdefault(partition, []), (t, self._seq, item))
+        self.size += 1
+
+    def release(self, partition: int, watermark: float) -> list:
+        """Items of `partition` with time <= watermark (and, while the buffer is over its
+        bound, the oldest ones beyond it), oldest first."""
+        heap = self.heaps.get(partition)
+        out = []
+        while heap and (heap[0][0] <= watermark or self.size > self.max_events):
+            if heap[0][0] > watermark:
+                self.forced += 1
+            out.append(heapq.heappop(heap)[2])
+            self.size -= 1
+        return out
+
+    def due(self, partition: int, watermark: float) -> bool:
+        heap = self.heaps.get(partition)
+        return bool(heap) and heap[0][0] <= watermark
+
+    def drop(self, partition: int) -> int:
+        """Forget a revoked partition's items (never acknowledged: its new owner reads
+        them again from the committed offset)."""
+        n = len(self.heaps.pop(partition, ()))
+        self.size -= n
+        return n

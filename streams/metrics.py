@@ -26,8 +26,19 @@ class Metrics:
                          ["topic", "partition"], registry=r)
         self.watermark = Gauge("straycode_watermark_seconds",
                                "event-time clock of an input partition", ["partition"], registry=r)
+        self.reorder_size = Gauge("straycode_reorder_buffered",
+                                  "events read but not yet passed by the watermark", registry=r)
+        self.reorder_forced = Counter("straycode_reorder_forced",
+                                      "events released ahead of the watermark (buffer full)",
+                                      registry=r)
+        self.batch_size = Histogram(
+            "straycode_batch_messages", "input messages per batch",
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=r)
+        self.ack_wait = Histogram(
+            "straycode_ack_wait_seconds", "wait for the broker to hold a batch's outputs",
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
         self.latency = Histogram(
-            "straycode_scoring_latency_seconds", "decode+detector time per message",
+            "straycode_scoring_latency_seconds", "detector time per event",
             buckets=(.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1),
             registry=r)
         self.started = time.time()

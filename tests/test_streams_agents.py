@@ -90,6 +90,7 @@ class Harness:
         msg = Message(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
                       timestamp_type=0, headers=None, key=key, value=value, checksum=b"",
                       generation_id=self.app.consumer_generation_id)
+        msg.incref()                # as Faust's conductor does: one reference per stream
         channel = agent.stream().channel
         await channel.put(await channel.decode(msg))
 
@@ -332,7 +333,6 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
     p = expected_partition(user.encode(), PARTITIONS)
     history = user_stream(user, 3, days=6, attacked=True)
     feedback = {"type": "user_feedback", "code_event_id": "none", "verdict": "me"}
-    closing = dict(feedback, event_id="close", user_id=user, ts=iso(T0 + 29 * DAY))
     boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 30 * DAY))
     later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 31 * DAY))
 
@@ -341,11 +341,6 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
             for e in history:
                 await h.put_event(agent, e)
                 await h.handled_all(agent, h.handled + 1)
-            h.unread[(h.topic["logins"], p)] = 1          # logins lag: nothing decided yet
-            await h.put_event(agent, closing)
-            await h.handled_all(agent, h.handled + 1)
-            assert h.sent["alerts"] == []
-            h.unread[(h.topic["logins"], p)] = 0
             det = h.pipe.detectors[p]
             real = det.process
             decided_in_failed_call = []
@@ -357,7 +352,12 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
                     raise RuntimeError("core bug")
                 return out
             monkeypatch.setattr(det, "process", process)
+            h.unread[(h.topic["logins"], p)] = 1          # logins lag: boom waits, unread
             await h.put_event(agent, boom)
+            await h.handled_all(agent, h.handled + 1)
+            assert h.sent["alerts"] == [] and h.pipe.reorder.size == 1
+            h.unread[(h.topic["logins"], p)] = 0          # caught up: the tick releases boom
+            await h.tick(agent, p)
             await h.handled_all(agent, h.handled + 1)
             await h.put_event(agent, later)
             await h.handled_all(agent, h.handled + 1)
@@ -401,3 +401,44 @@ def test_processing_error_drops_its_network_operations(tmp_path, geo_dbs, monkey
            for key_ops in orjson.loads(v).values() for op in key_ops]
     assert any(op[0] == "o" and op[2] == login_t for op in ops)          # the login's went out
     assert not any(op[0] == "o" and op[2] == code_t and op[-1] is True for op in ops)
+
+
+def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_path, geo_dbs):
+    # the events topic is read ahead of the codes topic: a code_verified arrives before its
+    # code_issued. It waits (unacknowledged) until the watermark passes it, so the code
+    # counts as entered and the session as proven, exactly as in replay.
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
+    user = user_on(0)
+    p = expected_partition(user.encode(), PARTITIONS)
+    login, code, verified = user_stream(user, 1, days=1, attacked=False)
+    closing = {"event_id": "close", "type": "user_feedback", "ts": iso(T0 + 2 * DAY),
+               "user_id": user, "code_event_id": "none", "verdict": "me"}
+    expected = [o.to_dict() for o in detector_outputs(h, [login, code, verified, closing])
+                if isinstance(o, ScoreRecord)]
+
+    from faust.types import TP
+    # what the worker does on assignment: every input topic-partition has a clock
+    h.pipe.clock.assign([TP(h.topic[k], p) for k in ("logins", "codes", "events")])
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            await h.put_event(agent, login)
+            await h.handled_all(agent, 1)
+            h.unread[(h.topic["codes"], p)] = 1           # the code is written, not yet read
+            await h.put_event(agent, verified)
+            await h.handled_all(agent, 2)
+            (_t, _seq, (_ev, waiting)), = h.pipe.reorder.heaps[p]
+            held = (waiting.message.acked, h.pipe.detectors[p].stats["verified_unmatched"])
+            h.unread[(h.topic["codes"], p)] = 0
+            await h.put_event(agent, code)
+            await h.put_event(agent, closing)
+            await h.handled_all(agent, 4)
+            return held, waiting.message.acked
+
+    (acked_while_waiting, unmatched), acked_after = asyncio.run(run())
+    assert acked_while_waiting is False and acked_after is True
+    assert unmatched == 0 and h.pipe.detectors[p].stats["verified_unmatched"] == 0
+    scores = [orjson.loads(v) for _k, v, _p in h.sent["scores"]]
+    assert scores == expected and scores[0]["code_event_id"] == code["event_id"]
+    _raw, _part, state = stored_user(h, user)
+    assert state.baseline.proven == 1

@@ -11,7 +11,7 @@ from straycode.detector.enrich import Enricher
 from straycode.detector.state import NetworkState
 from straycode.settings import ConfigError, detector_settings, load_settings
 from straycode.streams.agents import dead_letter_record, expected_partition
-from straycode.streams.clock import PartitionClock, StreamDetector
+from straycode.streams.clock import PartitionClock, ReorderBuffer
 from straycode.streams.connection import bootstrap_servers, client_kwargs, faust_credentials
 from straycode.streams.tables import NetworkStore, RecordingNetworkState, apply_ops
 from streams_events import T0, iso
@@ -61,17 +61,26 @@ def test_unknown_highwater_holds_the_watermark():
     assert clock.watermark(0) == 100.0
 
 
-def test_stream_detector_clock_moves_only_when_told():
-    det = StreamDetector(detector_settings(load_settings(env={})), Enricher())
-    code = parse_event({"event_id": "c1", "type": "code_issued", "ts": iso(T0), "user_id": "u",
-                        "session_id": None, "channel": "sms", "purpose": "password_reset",
-                        "ip": "81.2.69.10"})
-    det.hold_until(T0 - 10)
-    assert det.process(code) == [] and det.watermark == T0 - 10   # the event did not move it
-    assert det.advance() == []                                     # window not passed
-    det.hold_until(T0 + 10 ** 6)
-    (score,) = [o for o in det.advance() if o.code_event_id == "c1"]
-    assert score.flow == "no_password"
+def test_reorder_buffer_releases_in_event_time_once_the_watermark_passes():
+    buf = ReorderBuffer(max_events=100)
+    for t, item in ((30.0, "verified"), (10.0, "login"), (20.0, "code"), (40.0, "later")):
+        buf.push(0, t, item)
+    buf.push(1, 5.0, "other partition")
+    assert buf.release(0, 5.0) == [] and not buf.due(0, 5.0)
+    assert buf.due(0, 30.0)
+    assert buf.release(0, 30.0) == ["login", "code", "verified"]   # time order, not read order
+    assert buf.size == 2 and buf.release(0, 35.0) == []
+    assert buf.drop(0) == 1 and buf.size == 1                      # revoked: forgotten
+    assert buf.release(1, 5.0) == ["other partition"] and buf.forced == 0
+
+
+def test_reorder_buffer_full_releases_the_oldest_early():
+    buf = ReorderBuffer(max_events=2)
+    for t in (3.0, 1.0, 2.0, 4.0):
+        buf.push(0, t, t)
+    assert buf.release(0, 0.0) == [1.0, 2.0]          # over the bound: oldest first
+    assert buf.forced == 2 and buf.size == 2
+    assert buf.release(0, 3.0) == [3.0] and buf.forced == 2
 
 
 def test_recorded_network_ops_rebuild_the_same_state():
