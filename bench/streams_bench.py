@@ -134,6 +134,11 @@ class Worker:
         except OSError:
             return None
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the worker process used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -164,7 +169,8 @@ def group_metric(workers: list[Worker], name: str) -> float:
 _RUNS = 0
 
 
-def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int, workers: int) -> float:
+def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int,
+                     workers: int) -> tuple[float, float]:
     """Events per second handled by `workers` workers of one group on pre-produced input,
     counted from the moment every partition has its worker (events a first worker read
     while the others were still joining are not counted) to the last event."""
@@ -177,11 +183,14 @@ def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int, workers: int
     group = start_group(env, tmp, app, workers)
     try:
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
+        cpu0 = sum(w.cpu_s() for w in group)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             done = group_metric(group, "straycode_events_in_total")
             if done >= n:
-                return (n - done0) / (time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                cpu = sum(w.cpu_s() for w in group) - cpu0
+                return (n - done0) / elapsed, 1000 * cpu / (n - done0)
             time.sleep(0.05)
         raise TimeoutError(f"workers read {done}/{n}")
     finally:
@@ -261,9 +270,9 @@ def throughput(broker, tmp: Path, path: Path, n: int, workers: list[int]) -> Non
     raw = n / raw_s
     print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
     for k in workers:
-        fst = faust_throughput(broker.bootstrap, tmp, path, n, k)
-        print(f"straycode, {k} worker(s)       : {fst:10.0f} events/s             "
-              f"ratio to raw {fst / raw:.3f}   (target >= 0.5)")
+        fst, cpu_ms = faust_throughput(broker.bootstrap, tmp, path, n, k)
+        print(f"straycode, {k} worker(s)       : {fst:10.0f} events/s  "
+              f"({cpu_ms:.2f} ms worker CPU/event)  ratio to raw {fst / raw:.3f}   (target >= 0.5)")
 
 
 def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool,

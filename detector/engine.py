@@ -34,11 +34,8 @@ class Detector:
     def __init__(self, cfg: dict, enricher: Enricher | None = None,
                  users: MutableMapping[str, UserState] | None = None,
                  networks: MutableMapping[str, NetworkState] | None = None,
-                 population: Population | None = None, external_clock: bool = False):
+                 population: Population | None = None):
         self.cfg = cfg
-        # external_clock: the caller moves event time (move_clock), e.g. a stream that must
-        # wait for lagging partitions; otherwise every event moves it to its own timestamp
-        self.external_clock = external_clock
         self.enricher = enricher or Enricher()
         self.users = {} if users is None else users
         self.networks = {} if networks is None else networks
@@ -63,7 +60,7 @@ class Detector:
         self.stats[_EVENT_STAT.get(event.type) or f"events.{event.type}"] += 1
         # codes whose window closed before this event are decided first, so that nothing
         # this event teaches can leak into their scores
-        out = self.advance(None if self.external_clock else event.t)
+        out = self.advance(event.t)
         state = self.users.get(event.user_id)
         if state is None:
             state = UserState()

@@ -19,6 +19,7 @@ from .detector.engine import Detector
 from .detector.enrich import Enricher
 from .detector.ocsf import render_alert
 from .jsonl import DeadLetters, open_input, read_lines
+from .runtime import tune_gc
 from .settings import detector_settings, load_settings
 
 
@@ -47,6 +48,7 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
     delivered before returning. Off by default: replaying history must not lock anyone out.
     """
     detector = build_detector(settings, geoip_db, asn_db)
+    tune_gc()
     dispatcher = None
     if dispatch:
         from .hooks.dispatcher import Dispatcher

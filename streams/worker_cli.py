@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.app_id:
         kcfg["app_id"] = args.app_id
     app, _pipeline = build(settings, args.web_port, args.datadir)
+    from straycode.runtime import tune_gc
+    tune_gc()
     logging.getLogger("straycode").setLevel(args.loglevel.upper())
     worker = QuietWorker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()     # returns on SIGTERM/SIGINT after a clean shutdown
