@@ -102,13 +102,18 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
         scores = values(read_topic(tansu, f"{app_id}.scores",
                                    lambda r: len({v["code_event_id"] for v in values(r)})
                                    >= len(ref_scores), timeout=30))
+        # for the failure message: what the restarted worker holds (watermarks, buffered)
+        state = (restarted.health(), [line for line in restarted.metrics().splitlines()
+                                      if line.startswith(("straycode_events_in_total",
+                                                          "straycode_reorder_buffered",
+                                                          "straycode_consumer_lag"))])
     finally:
         producer.join(60)
         worker.stop()
         if "restarted" in locals():
             restarted.stop()
 
-    assert {x["alert_id"] for x in alerts} == {x["alert_id"] for x in ref_alerts}
+    assert {x["alert_id"] for x in alerts} == {x["alert_id"] for x in ref_alerts}, state
     assert {s["code_event_id"] for s in scores} == {s["code_event_id"] for s in ref_scores}
     # re-delivery may repeat an alert, but only under its own id and for the same code
     for alert_id, n in Counter(x["alert_id"] for x in alerts).items():
