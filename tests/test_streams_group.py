@@ -114,7 +114,7 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
             restarted.stop()
 
     assert {x["alert_id"] for x in alerts} == {x["alert_id"] for x in ref_alerts}, state
-    assert {s["code_event_id"] for s in scores} == {s["code_event_id"] for s in ref_scores}
+    assert {s["code_event_id"] for s in scores} == {s["code_event_id"] for s in ref_scores}, state
     # re-delivery may repeat an alert, but only under its own id and for the same code
     for alert_id, n in Counter(x["alert_id"] for x in alerts).items():
         assert len({x["code_event_id"] for x in alerts if x["alert_id"] == alert_id}) == 1
