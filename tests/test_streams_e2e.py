@@ -29,7 +29,8 @@ def test_worker_alerts_match_replay(tansu, geo_dbs, tmp_path, split):
         kcfg = settings_for(env)["kafka"]
         # the stream, then (once every record of it is written) later traffic: a watermark
         # cannot wait for records that no producer has written yet
-        sent = publish(kcfg, str(write_jsonl(tmp_path / "main.jsonl", events)), split=split)
+        sent = publish(kcfg, str(write_jsonl(tmp_path / "main.jsonl", events)), split=split,
+                       ordered=split)
         sent_later = publish(kcfg, str(write_jsonl(tmp_path / "later.jsonl", closing)), split=split)
         assert sum(sent.values()) + sum(sent_later.values()) == len(events) + len(closing)
         if split:

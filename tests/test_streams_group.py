@@ -42,7 +42,8 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
         b_parts = set(b.wait_ready(30, partitions=2)["partitions"])
         assert b_parts | set(a.health()["partitions"]) == {0, 1, 2, 3}
 
-        publish(kcfg, str(write_jsonl(tmp_path / "h.jsonl", history)), split=True)
+        publish(kcfg, str(write_jsonl(tmp_path / "h.jsonl", history)), split=True,
+                ordered=True)
         n_codes = sum(e["type"] == "code_issued" for e in history)
         read_topic(tansu, f"{app_id}.scores", lambda r: len(r) >= n_codes, timeout=60)
         handled_by_b = {e["user_id"] for e in history if partition_of(e["user_id"]) in b_parts}
@@ -54,7 +55,8 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
         b.stop(signal.SIGTERM)
         a.wait_ready(60, partitions=4)                 # A took over B's partitions
 
-        publish(kcfg, str(write_jsonl(tmp_path / "x.jsonl", attack)), split=True)
+        publish(kcfg, str(write_jsonl(tmp_path / "x.jsonl", attack)), split=True,
+                ordered=True)
         publish(kcfg, str(write_jsonl(tmp_path / "c.jsonl", closing)), split=True)
         alerts = values(read_topic(tansu, f"{app_id}.alerts",
                                    lambda r: len(r) >= len(expected), timeout=60))
@@ -86,7 +88,7 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
     worker = Worker(env, tmp_path / "w", "w1").start()
     worker.wait_ready(90)
     producer = threading.Thread(target=publish, args=(kcfg, str(path)),
-                                kwargs={"split": True, "rate": 400})
+                                kwargs={"split": True, "rate": 400, "ordered": True})
     producer.start()
     try:
         seen = read_topic(tansu, f"{app_id}.scores", lambda r: len(r) >= 150, timeout=60)
