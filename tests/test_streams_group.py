@@ -107,8 +107,10 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
         # for the failure message: what the restarted worker holds (watermarks, buffered)
         state = (restarted.health(), [line for line in restarted.metrics().splitlines()
                                       if line.startswith(("straycode_events_in_total",
+                                                          "straycode_codes_scored_total",
                                                           "straycode_reorder_buffered",
                                                           "straycode_consumer_lag"))])
+        print("restarted worker:", state)        # shown in full if an assertion fails
     finally:
         producer.join(60)
         worker.stop()
