@@ -163,15 +163,7 @@ class NetworkState:
 
     def observe(self, user_id: str, t: int, window: int, login_ok: bool | None = None,
                 code: bool = False) -> None:
-        if t > self.t0:                            # = self._decay(t), inlined (hot path)
-            if self.t0:
-                f = math.pow(0.5, (t - self.t0) / self.HALF_LIFE)
-                self.logins *= f
-                self.login_fail *= f
-                self.codes *= f
-                self.verified *= f
-                self.unverified *= f
-            self.t0 = t
+        self._decay(t)
         if login_ok is not None:
             self.logins += 1
             self.login_fail += 0 if login_ok else 1

@@ -192,12 +192,8 @@ class Pipeline:
             set_current_event(event)               # table reads go by its partition
             handled.append(event)
             started = time.perf_counter()
-            det.users.begin()
-            self.networks.begin()
-            try:
-                out = det.process(ev)
-            except Exception as exc:  # a core bug must not stop the stream: park the event
-                self.park(det)
+            out, exc = self.attempt(det, det.process, ev)
+            if exc is not None:
                 await self.dead_letter(event.message, "processing_error", repr(exc)[:500])
                 continue
             outputs += out
@@ -205,26 +201,30 @@ class Pipeline:
         if self.reorder.forced > forced:
             self.metrics.reorder_forced.inc(self.reorder.forced - forced)
         if watermark > det.watermark:
-            det.users.begin()
-            self.networks.begin()
-            try:
-                outputs += det.advance(watermark)
-            except Exception as exc:
-                self.park(det)
+            out, exc = self.attempt(det, det.advance, watermark)
+            if exc is not None:
                 log.error("deciding the codes due by the watermark of partition %d failed: %r",
                           partition, exc)
+            outputs += out
         return outputs
 
-    def park(self, det: Detector) -> None:
-        """Undo a failed event: the states it read are put back and their pending codes
-        re-armed (codes it had already decided, of any user, are decided again later
+    def attempt(self, det: Detector, call, arg) -> tuple[list, Exception | None]:
+        """(outputs, None), or ([], the error) with the call undone: a core bug must not
+        stop the stream. Undone means the states it read are put back and their pending
+        codes re-armed (codes it had already decided, of any user, are decided again later
         under the same alert ids, not lost), and its network operations are dropped.
-        (The shared Population may keep what the event taught it: it is re-derivable.)"""
-        for user_id in det.users.rollback():
-            state = det.users.get(user_id)
-            if state is not None and state.pending:
-                det.rebuild_index(user_id, state)
-        self.networks.rollback()
+        (The shared Population may keep what the call taught it: it is re-derivable.)"""
+        det.users.begin()
+        self.networks.begin()
+        try:
+            return call(arg), None
+        except Exception as exc:
+            for user_id in det.users.rollback():
+                state = det.users.get(user_id)
+                if state is not None and state.pending:
+                    det.rebuild_index(user_id, state)
+            self.networks.rollback()
+            return [], exc
 
     async def count_networks(self, stream):
         """Owner of a network-ops partition: folds every worker's operations on the keys of
