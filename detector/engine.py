@@ -20,9 +20,9 @@ from .enrich import Context, Enricher
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
 from .scoring import Signals, Verdict, score_code
-from .state import (P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID, P_PURPOSE, P_SESSION, P_T, P_TS,
-                    P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX, R_FLOW, R_ID, R_PURPOSE, R_REASONS,
-                    R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY,
+from .state import (E_SESSION, E_SUCCESS, E_T, P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID,
+                    P_PURPOSE, P_SESSION, P_T, P_TS, P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX,
+                    R_FLOW, R_ID, R_PURPOSE, R_REASONS, R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY,
                     NetworkState, UserState)
 
 Output = ScoreRecord | Alert
@@ -196,7 +196,31 @@ class Detector:
                    event.purpose, ctx.to_list() if ctx else None, None, 0, deadline]
         state.pending[event.event_id] = pending
         self._schedule(deadline, event.user_id, event.event_id)
+        early = self._count_early_entries(state, pending) if state.early else ()
         self._maybe_decide(event.user_id, state, pending, out)
+        for entry in early:           # learn only after deciding, as _on_code_verified does
+            if entry[E_SESSION] is None and entry[E_SUCCESS] and pending[P_CTX]:
+                self._learn(state, Context.from_list(pending[P_CTX]), entry[E_T])
+
+    def _count_early_entries(self, state: UserState, pending: list) -> list[list]:
+        """Apply the held code entries that belong to this code (same session, entered no
+        earlier than the code minus the grace window, the rule _on_code_verified matches
+        with); an entry without a session is used up by the one code it counts for."""
+        taken, kept = [], []
+        session_id, earliest = pending[P_SESSION], pending[P_T] - self._login_grace
+        for entry in state.early:
+            if entry[E_SESSION] == session_id and entry[E_T] >= earliest:
+                if entry[E_SUCCESS]:
+                    pending[P_VERIFIED] = 1
+                else:
+                    pending[P_FAILED] += 1
+                taken.append(entry)
+                self.stats["verified_early"] += 1
+                if entry[E_SESSION] is None:
+                    continue
+            kept.append(entry)
+        state.early = kept
+        return taken
 
     def _on_code_verified(self, event: CodeVerified, state: UserState, out: list[Output]) -> None:
         session_id = event.session_id
@@ -205,8 +229,9 @@ class Detector:
                    and p[P_T] <= latest]
         if session_id is None and matches:
             matches = [max(matches, key=_pending_order)]
-        if not matches:
+        if not matches:               # its code may still come (another topic, skewed clocks)
             self.stats["verified_unmatched"] += 1
+            state.hold_verification(event.t, session_id, event.success, self._session_ttl)
         for pending in (sorted(matches, key=_pending_order) if len(matches) > 1 else matches):
             if event.success:
                 pending[P_VERIFIED] = 1

@@ -22,6 +22,9 @@ P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P
 R_ID, R_T, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(11)
 # session fields
 S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
+# a code entry held for its code: [t, session_id, success]
+E_T, E_SESSION, E_SUCCESS = range(3)
+EARLY_MAX = 8              # held code entries per user
 VERIFIED_EARLY = -1        # S_LEARNED of a placeholder: the code was entered before the login arrived
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
@@ -36,7 +39,7 @@ def short_hash(text: str) -> int:
 
 class UserState:
     """Everything straycode keeps about one user."""
-    __slots__ = ("baseline", "sessions", "pending", "recent", "code_times", "seen")
+    __slots__ = ("baseline", "sessions", "pending", "recent", "code_times", "seen", "early")
 
     def __init__(self):
         self.baseline = Baseline()
@@ -45,6 +48,7 @@ class UserState:
         self.recent: list[list] = []             # decided codes, newest last (R_* fields)
         self.code_times: list[int] = []          # recent code requests, for bombing
         self.seen: dict[int, None] = {}          # short_hash(event_id) of recent events, oldest first
+        self.early: list[list] = []              # code_verified with no code yet (E_* fields)
 
     # ------------------------------------------------------------------ dedup
     def is_duplicate(self, event_id: str) -> bool:
@@ -108,6 +112,14 @@ class UserState:
         if len(recent) > keep:
             self.recent = recent[-keep:]
 
+    def hold_verification(self, t: float, session_id: str | None, success: bool,
+                          keep_s: float) -> None:
+        """Keep a code entry that came before its code (another producer was faster, or the
+        clocks differ) for `keep_s`, so the code can count it when it arrives."""
+        horizon = t - keep_s
+        self.early = [e for e in self.early if e[E_T] >= horizon][-(EARLY_MAX - 1):]
+        self.early.append([t, session_id, success])
+
     def find_recent(self, code_event_id: str) -> list | None:
         for record in reversed(self.recent):
             if record[R_ID] == code_event_id:
@@ -116,16 +128,19 @@ class UserState:
 
     # ------------------------------------------------------------------ codec
     def to_bytes(self) -> bytes:
-        return orjson.dumps([2, self.baseline.to_list(), self.sessions, self.pending,
+        return orjson.dumps([3, self.baseline.to_list(), self.sessions, self.pending,
                              self.recent, self.code_times,
-                             base64.b64encode(array("I", self.seen).tobytes()).decode()])
+                             base64.b64encode(array("I", self.seen).tobytes()).decode(),
+                             self.early])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
-        version, baseline, sessions, pending, recent, code_times, seen = orjson.loads(data)
-        if version != 2:
+        version, baseline, sessions, pending, recent, code_times, seen, *rest = orjson.loads(data)
+        if version not in (2, 3):             # 2: before early code entries were kept
             raise ValueError(f"unknown UserState version {version}")
         state = cls()
+        if rest:
+            state.early = rest[0]
         state.baseline = Baseline.from_list(baseline)
         state.sessions, state.pending, state.recent = sessions, pending, recent
         state.code_times = code_times

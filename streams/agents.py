@@ -94,7 +94,8 @@ class Pipeline:
         self.enricher = enricher or build_enricher(settings)
         self.population = Population()           # re-derivable: shared, not persisted
         self.detectors: dict[int, Detector] = {}
-        self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed)
+        self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed,
+                                    self._polled)
         self.metrics = Metrics()
         self.reorder = ReorderBuffer(int(kcfg["reorder_max_events"]))
         self.batch_max = int(kcfg["batch_max_events"])
@@ -343,6 +344,12 @@ class Pipeline:
     def _highwater(self, tp) -> int | None:
         try:
             return self.app.consumer.highwater(tp)
+        except Exception:
+            return None
+
+    def _polled(self, tp) -> float | None:
+        try:
+            return self.app.consumer.highwater_polled_at(tp)
         except Exception:
             return None
 

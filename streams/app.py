@@ -9,6 +9,7 @@ from typing import Mapping
 import faust
 
 from .connection import faust_broker_url, faust_credentials
+from .consumer import App
 
 
 def store_url(kcfg: Mapping) -> str:
@@ -47,7 +48,7 @@ def create_app(settings: Mapping, *, web_port: int | None = None,
         set_fetch_max_wait(int(kcfg["fetch_max_wait_ms"]))
     datadir = Path(datadir or kcfg["datadir"]).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return App(
         kcfg["app_id"],
         broker=faust_broker_url(kcfg),
         broker_credentials=faust_credentials(kcfg, env),

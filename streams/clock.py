@@ -7,8 +7,12 @@ codes partition read ahead of its logins partition would have codes decided as
 watermark of input partition p is the largest event time seen on p's topics, held back to
 the last event time read from any of p's topic-partitions that still has unread messages
 (a caught-up or empty topic-partition does not hold anything back): like a Flink
-watermark, but exact about lag. Events wait in the ReorderBuffer until the watermark
-passes them, so the Detector sees each partition's events in time order, as in replay.
+watermark, but exact about lag. "Caught up" needs a high watermark learned no earlier than
+the fetch of the newest events read on the partition's other topics: a high watermark is
+only as fresh as the fetch response that carried it, and a code_verified fetched after an
+older look at the codes topic must not pass its code_issued that arrived in between.
+Events wait in the ReorderBuffer until the watermark passes them, so the Detector sees
+each partition's events in time order, as in replay.
 """
 from __future__ import annotations
 
@@ -25,18 +29,22 @@ class _TPClock:
     tp: object                     # the Faust TP (asked for its high watermark)
     last_t: float = NEVER          # largest event time read since assignment
     next_offset: int | None = None  # offset after the last message read
+    read_poll: float = NEVER       # when the consumer had last fetched it, as of that read
 
 
 class PartitionClock:
     """Watermarks for the input topic-partitions of one worker.
 
     `highwater(tp)` -> end offset or None, `committed(tp)` -> next offset to read at
-    assignment or None; both come from the Faust consumer."""
+    assignment or None, `polled(tp)` -> when the high watermark was last learned (ms) or
+    None; all come from the Faust consumer."""
 
-    def __init__(self, input_topics: Iterable[str], highwater: Callable, committed: Callable):
+    def __init__(self, input_topics: Iterable[str], highwater: Callable, committed: Callable,
+                 polled: Callable = lambda tp: None):
         self.input_topics = set(input_topics)
         self.highwater = highwater
         self.committed = committed
+        self.polled = polled
         self.tps: dict[tuple[str, int], _TPClock] = {}
         self._by_partition: dict[int, list[_TPClock]] = {}   # watermark() runs per event
 
@@ -63,22 +71,31 @@ class PartitionClock:
         clock.next_offset = offset + 1
         if t is not None and t > clock.last_t:
             clock.last_t = t
+        polled = self.polled(tp)
+        if polled is not None:
+            clock.read_poll = polled
 
-    def _lagging(self, clock: _TPClock) -> bool:
+    def _lagging(self, clock: _TPClock, fresh_since: float) -> bool:
+        """Unread messages on it, or no look at its end since `fresh_since`."""
         end = self.highwater(clock.tp)
         if end is None:
             return True
         position = clock.next_offset
         if position is None:
             position = self.committed(clock.tp)
-        return end > (position or 0)
+        if end > (position or 0):
+            return True
+        polled = self.polled(clock.tp)
+        return polled is not None and polled < fresh_since
 
     def watermark(self, partition: int) -> float:
+        clocks = self._by_partition.get(partition, ())
         newest, held = NEVER, float("inf")
-        for clock in self._by_partition.get(partition, ()):
+        fresh_since = max((clock.read_poll for clock in clocks), default=NEVER)
+        for clock in clocks:
             if clock.last_t > newest:
                 newest = clock.last_t
-            if clock.last_t < held and self._lagging(clock):
+            if clock.last_t < held and self._lagging(clock, fresh_since):
                 held = clock.last_t
         return min(newest, held)
 

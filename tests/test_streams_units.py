@@ -26,6 +26,10 @@ def tp(topic, p):
 class FakeConsumer:
     def __init__(self):
         self.ends: dict = {}
+        self.polls: dict = {}       # (topic, partition) -> when its end was last learned
+
+    def polled(self, t):
+        return self.polls.get((t.topic, t.partition))
 
     def highwater(self, t):
         return self.ends.get((t.topic, t.partition))
@@ -58,6 +62,28 @@ def test_unknown_highwater_holds_the_watermark():
     clock.seen(tp("codes", 0), 0, 100.0)
     assert clock.watermark(0) == float("-inf")    # logins p0 never fetched
     c.ends[("logins", 0)] = 0                          # fetched: empty
+    assert clock.watermark(0) == 100.0
+
+
+def test_stale_end_of_a_caught_up_topic_holds_the_watermark():
+    """codes p0 looked caught up at the last fetch that included it (poll 1000); the
+    code_verified was fetched later (poll 2000): its code_issued may have been stored in
+    between, so codes p0 holds until a fetch at least as recent has looked at it."""
+    c = FakeConsumer()
+    clock = PartitionClock(["codes", "events"], c.highwater, c.committed, c.polled)
+    clock.assign([tp("codes", 0), tp("events", 0)])
+    c.ends.update({("codes", 0): 5, ("events", 0): 0})
+    c.polls.update({("codes", 0): 1000, ("events", 0): 1000})
+    clock.seen(tp("codes", 0), 4, 100.0)
+    assert clock.watermark(0) == 100.0
+    c.polls[("events", 0)] = 2000
+    c.ends[("events", 0)] = 3
+    clock.seen(tp("events", 0), 2, 300.0)             # the code_verified
+    assert clock.watermark(0) == 100.0                # codes p0 last looked at before it
+    c.polls[("codes", 0)] = 2000                      # the next fetch: still nothing new
+    assert clock.watermark(0) == 300.0
+    c.polls[("codes", 0)] = 2500
+    c.ends[("codes", 0)] = 6                          # ...or it found the code_issued
     assert clock.watermark(0) == 100.0
 
 
