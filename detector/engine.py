@@ -22,8 +22,8 @@ from .population import Population
 from .scoring import Signals, Verdict, score_code
 from .state import (E_SESSION, E_SUCCESS, E_T, P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID,
                     P_PURPOSE, P_SESSION, P_T, P_TS, P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX,
-                    R_FLOW, R_ID, R_PURPOSE, R_REASONS, R_SCORE, R_STATUS, R_T, S_CTX, S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY,
-                    NetworkState, UserState)
+                    R_FLOW, R_ID, R_PURPOSE, R_REASONS, R_SCORE, R_STATUS, R_T, S_CTX,
+                    S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY, NetworkState, UserState)
 
 Output = ScoreRecord | Alert
 
