@@ -108,7 +108,8 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
     stats = detector.stats
     return dict(counts, dead_letters=dead.total, dead_letter_reasons=dict(sorted(dead.counts.items())),
                 duplicates=stats["duplicates"], feedback_unmatched=stats["feedback_unmatched"],
-                verified_unmatched=stats["verified_unmatched"], users=len(detector.users),
+                verified_unmatched=stats["verified_unmatched"],
+                verified_early=stats["verified_early"], users=len(detector.users),
                 geoip_lookups=detector.enricher.lookups, seconds=round(elapsed, 3),
                 events_per_s=round(counts["events"] / elapsed, 1) if elapsed else None)
 
