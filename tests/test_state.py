@@ -124,6 +124,20 @@ def test_user_state_round_trip_keeps_every_field(geo_dbs):
         assert again.to_bytes() == state.to_bytes()
 
 
+def test_user_state_stored_before_held_code_entries_still_reads(geo_dbs):
+    """Changelogs written by the previous version (2, without held code entries) recover."""
+    import orjson
+
+    run = Run(make_detector(geo_dbs))
+    scenario(run)
+    for state in run.det.users.values():
+        version, *fields, early = orjson.loads(state.to_bytes())
+        assert (version, early) == (3, state.early)
+        old = UserState.from_bytes(orjson.dumps([2, *fields]))
+        assert old.early == [] and old.pending == state.pending
+        assert old.baseline.to_list() == state.baseline.to_list()
+
+
 def test_network_state_round_trip_and_decay():
     net = NetworkState()
     t = int(T0)
