@@ -94,8 +94,8 @@ class Pipeline:
         self.enricher = enricher or build_enricher(settings)
         self.population = Population()           # re-derivable: shared, not persisted
         self.detectors: dict[int, Detector] = {}
-        self.clock = PartitionClock(input_topic_names(kcfg), self._highwater, self._committed,
-                                    self._polled)
+        self.clock = PartitionClock(input_topic_names(kcfg), self._ask_consumer("highwater"),
+                                    self._committed, self._ask_consumer("highwater_polled_at"))
         self.metrics = Metrics()
         self.reorder = ReorderBuffer(int(kcfg["reorder_max_events"]))
         self.batch_max = int(kcfg["batch_max_events"])
@@ -341,17 +341,15 @@ class Pipeline:
                 self.detectors.pop(tp.partition, None)
                 self.reorder.drop(tp.partition)
 
-    def _highwater(self, tp) -> int | None:
-        try:
-            return self.app.consumer.highwater(tp)
-        except Exception:
-            return None
-
-    def _polled(self, tp) -> float | None:
-        try:
-            return self.app.consumer.highwater_polled_at(tp)
-        except Exception:
-            return None
+    def _ask_consumer(self, method: str):
+        """tp -> consumer.<method>(tp), or None while the consumer cannot tell (not started,
+        partition not assigned)."""
+        def ask(tp):
+            try:
+                return getattr(self.app.consumer, method)(tp)
+            except Exception:
+                return None
+        return ask
 
     def _committed(self, tp) -> int | None:
         # Faust keeps the committed position per partition; no public accessor exists.

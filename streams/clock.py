@@ -75,15 +75,20 @@ class PartitionClock:
         if polled is not None:
             clock.read_poll = polled
 
-    def _lagging(self, clock: _TPClock, fresh_since: float) -> bool:
-        """Unread messages on it, or no look at its end since `fresh_since`."""
+    def _unread(self, clock: _TPClock) -> int | None:
+        """Messages on it not read yet; None while its end is unknown (never fetched)."""
         end = self.highwater(clock.tp)
         if end is None:
-            return True
+            return None
         position = clock.next_offset
         if position is None:
             position = self.committed(clock.tp)
-        if end > (position or 0):
+        return max(0, end - (position or 0))
+
+    def _lagging(self, clock: _TPClock, fresh_since: float) -> bool:
+        """Unread messages on it, or no look at its end since `fresh_since`."""
+        unread = self._unread(clock)
+        if unread is None or unread > 0:
             return True
         polled = self.polled(clock.tp)
         return polled is not None and polled < fresh_since
@@ -101,12 +106,10 @@ class PartitionClock:
 
     def lag(self) -> dict[tuple[str, int], int]:
         out = {}
-        for (topic, p), clock in self.tps.items():
-            tp = clock.tp
-            end = self.highwater(tp)
-            position = clock.next_offset if clock.next_offset is not None else self.committed(tp)
-            if end is not None:
-                out[(topic, p)] = max(0, end - (position or 0))
+        for key, clock in self.tps.items():
+            unread = self._unread(clock)
+            if unread is not None:
+                out[key] = unread
         return out
 
 
