@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .timecheck import EARLIEST_T, LATEST_T
+
 EVENT_TYPES = ("login", "code_issued", "code_verified", "device_trusted",
                "password_changed", "user_feedback")
 CHANNELS = frozenset({"sms", "email", "voice", "push", "app"})
@@ -192,6 +194,9 @@ def _parse_ts(ts: str) -> float:
     except ValueError as exc:
         raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r}: {exc}") from None
     whole = parsed.timestamp()              # integral: the fraction was split off above
+    if not EARLIEST_T <= whole < LATEST_T:  # every accepted time (and deadline) must format
+        raise ContractError("bad_timestamp",
+                            f"'ts'={ts[:64]!r} is outside 1970-01-01 .. 2199-12-31 (UTC)")
     if ts[-1] == "Z" and ts[10] == "T":
         if len(_MINUTES) >= _MINUTES_MAX:
             _MINUTES.clear()

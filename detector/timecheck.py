@@ -1,0 +1,42 @@
+"""Event-time sanity: the one rule for whether an event's time may move a clock.
+
+Two bounds, both used by replay and by the Kafka worker:
+
+* absolute: the contract accepts only timestamps in [1970-01-01, 2200-01-01) UTC
+  (:data:`EARLIEST_T`, :data:`LATEST_T`), so every accepted time formats, and every
+  deadline built from it (time + a few windows) formats too;
+* relative: an event more than ``max_ahead_s`` ahead of, or ``max_behind_s`` behind, the
+  clock it would move (replay: the detector's event time; worker: the largest event time
+  read on that input partition) is rejected with reason ``clock_skew`` and moves nothing.
+  Before a clock exists (``reference`` <= 0) only the absolute bound applies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EARLIEST_T = 0.0                 # 1970-01-01T00:00:00Z
+LATEST_T = 7_258_118_400.0       # 2200-01-01T00:00:00Z
+SKEW_REASON = "clock_skew"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far an event may be from the clock it would move (seconds)."""
+    max_ahead_s: float
+    max_behind_s: float
+
+    @classmethod
+    def from_settings(cls, input_settings) -> "TimeBounds":
+        return cls(float(input_settings["max_ahead_s"]), float(input_settings["max_behind_s"]))
+
+    def problem(self, t: float, reference: float) -> str | None:
+        """None when `t` may be used; else a one-line detail for the dead letter."""
+        if reference <= 0:
+            return None
+        if t > reference + self.max_ahead_s:
+            return (f"event time is {t - reference:.0f} s ahead of the clock "
+                    f"(limit input.max_ahead_s={self.max_ahead_s:.0f})")
+        if t < reference - self.max_behind_s:
+            return (f"event time is {reference - t:.0f} s behind the clock "
+                    f"(limit input.max_behind_s={self.max_behind_s:.0f})")
+        return None
