@@ -22,9 +22,7 @@ from hook_server import DripServer, FakeClock, HookServer, Reply, free_port
 from hooks_helpers import SECRET_ENV, dead_letters, hook_settings, iam, schedule
 from straycode import cli
 from straycode.hooks import Dispatcher
-from straycode.hooks.delivery import RetryPolicy
 from straycode.hooks.outbox import DEAD, DELIVERED, PENDING
-from straycode.hooks.redact import redact_text, redact_url
 from straycode.hooks.signing import message_id
 from straycode.settings import load_settings
 
@@ -38,6 +36,7 @@ def _notify(url, name="iam"):
 # -- retry horizon ------------------------------------------------------------------------
 
 def test_default_retry_schedule_spans_more_than_a_day():
+    from straycode.hooks.delivery import RetryPolicy
     policy = RetryPolicy.from_hooks(load_settings(env={})["hooks"])
     assert policy.schedule[0] == 0                      # the first attempt is immediate
     assert policy.horizon_s() >= DAY
@@ -244,6 +243,7 @@ def test_timeout_bounds_the_whole_run(tmp_path, secret):
 # -- URL credentials ----------------------------------------------------------------------
 
 def test_redact_url_and_text():
+    from straycode.hooks.redact import redact_text, redact_url
     url = "https://alice:pa55@iam.example:8443/h/k?token=t0k3n&x=&mode=1#frag"
     assert redact_url(url) == "https://***@iam.example:8443/h/k?token=***&x=***&mode=***"
     assert redact_url("http://[::1]:9/p") == "http://[::1]:9/p"
