@@ -247,6 +247,7 @@ def test_redact_url_and_text():
     url = "https://alice:pa55@iam.example:8443/h/k?token=t0k3n&x=&mode=1#frag"
     assert redact_url(url) == "https://***@iam.example:8443/h/k?token=***&x=***&mode=***"
     assert redact_url("http://[::1]:9/p") == "http://[::1]:9/p"
+    assert redact_url("/hooks?token=t0k3n") == "/hooks?token=***"
     text = f"POST {url} failed; the server said: bad token t0k3n for alice:pa55"
     clean = redact_text(text, url)
     assert "t0k3n" not in clean and "pa55" not in clean and "alice" not in clean

@@ -128,3 +128,12 @@ def test_failed_action_is_answered_5xx_and_performed_on_the_retry(receiver, secr
     raw = _exchange(port, _signed(secret, body, msg_id=row.msg_id))
     assert _status(raw) == 200 and json.loads(raw.split(b"\r\n\r\n", 1)[1])["duplicate"] is True
     assert len(acted) == 1
+
+
+def test_receiver_log_lines_carry_no_query_token(receiver, secret, capfd):
+    port = receiver()
+    request = _signed(secret, '{"data": {"action": "review"}}').replace(
+        b"POST / ", b"POST /hooks?token=t0k3nvalue ")
+    assert _status(_exchange(port, request)) == 200
+    err = capfd.readouterr().err
+    assert "POST /hooks?token=***" in err and "t0k3nvalue" not in err

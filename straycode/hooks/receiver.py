@@ -26,6 +26,7 @@ from typing import Callable
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from straycode.hooks.redact import redact_url
 from straycode.settings import ConfigError, load_settings
 
 
@@ -207,7 +208,11 @@ def make_server(host: str, port: int, secrets: list[str],
                 self.close_connection = True
 
         def log_message(self, fmt: str, *args) -> None:  # keep stdout for actions only
-            sys.stderr.write("hook-receiver: " + (fmt % args) + "\n")
+            message = fmt % args
+            path = getattr(self, "path", "")
+            if path:                                 # the query string may hold a token
+                message = message.replace(path, redact_url(path))
+            sys.stderr.write("hook-receiver: " + message + "\n")
 
     return BoundedHTTPServer((host, port), Handler, workers)
 

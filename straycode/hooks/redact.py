@@ -16,7 +16,8 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
 def redact_url(url: str) -> str:
-    """`http://u:p@h:1/p?token=t&x=1#f` -> `http://***@h:1/p?token=***&x=***`."""
+    """`http://u:p@h:1/p?token=t&x=1#f` -> `http://***@h:1/p?token=***&x=***`; a request
+    target (`/p?token=t`, as a receiver sees it) -> `/p?token=***`."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -28,7 +29,7 @@ def redact_url(url: str) -> str:
     netloc = (f"{MASK}@" if "@" in parts.netloc else "") + host
     if port is not None:
         netloc += f":{port}"
-    out = f"{parts.scheme}://{netloc}{parts.path}"
+    out = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme or netloc else parts.path
     if parts.query:
         names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
         out += "?" + "&".join(f"{name}={MASK}" for name in names) if names else f"?{MASK}"
