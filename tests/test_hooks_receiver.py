@@ -115,7 +115,8 @@ def test_failed_action_is_answered_5xx_and_performed_on_the_retry(receiver, secr
         acted.append(event)
 
     port = receiver(on_action=on_action)
-    settings = hook_settings(tmp_path, [iam(f"http://127.0.0.1:{port}/", actions=["lock_account"])])
+    settings = hook_settings(tmp_path, [iam(f"http://127.0.0.1:{port}/", actions=["lock_account"])],
+                             retry_after_max_s=0.05)     # the receiver asks for 5 s
     with Dispatcher(settings, env={SECRET_ENV: secret}) as d:
         d.submit(make_alert(actions=["lock_account"]))
         stats = d.run_until_idle(20)

@@ -1,8 +1,11 @@
 """Turns alerts into signed webhook deliveries, durably, with the safety rules applied.
 
 submit() only plans and writes to the outbox (cheap, callable from the stream worker);
-run_once()/run_until_idle() do the network work. Order of safety checks per action:
-policy guardrails (flow, never_lock) -> circuit breaker -> outbox -> dry-run/send.
+run_once()/run_until_idle() do the network work: on a private asyncio loop, attempts run
+concurrently (bounded per endpoint, so a slow endpoint delays no other), each under one
+wall-clock deadline, retried on hooks.retry_schedule_s (delivery.RetryPolicy). Order of
+safety checks per action: policy guardrails (flow, never_lock) -> circuit breaker ->
+outbox -> dry-run/send.
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ def _positive(hooks: Mapping, key: str, allow_zero: bool = False) -> float:
     value = hooks.get(key)
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or value < 0 or (value == 0 and not allow_zero)):
-        raise ConfigError(f"hooks.{key} must be a number > {'=' if allow_zero else ''}0")
+        raise ConfigError(f"hooks.{key} must be a number {'>=' if allow_zero else '>'} 0")
     return float(value)
 
 
@@ -366,8 +369,9 @@ class Dispatcher:
             log.info("hooks: delivered %s to %s for user %s (alert %s, attempt %d)",
                      d.action, d.endpoint, d.user_id, d.alert_id, attempts)
             return
-        plan = self.retry.next_retry(attempts, res.retry_after, self.rng) if res.retryable \
-            else None
+        plan = None
+        if res.retryable:
+            plan = self.retry.next_retry(attempts, res.retry_after, self.rng)
         if plan is not None and plan.retry_after_capped is not None:
             stats["retry_after_capped"] += 1
             log.warning("hooks: %s asked to wait %.0fs (Retry-After) for %s (alert %s); capped "
@@ -377,7 +381,7 @@ class Dispatcher:
         if plan is not None and plan.delay is not None:
             self.outbox.mark_retry(d, now, attempts, now + plan.delay, res.error)
             stats["retry"] += 1
-            log.warning("hooks: %s to %s failed (%s); retry %d/%d in %.2fs",
+            log.warning("hooks: %s to %s failed (%s); attempt %d/%d in %.2fs",
                         d.action, d.endpoint, res.error, attempts + 1, self.retry.max_attempts,
                         plan.delay)
             return
