@@ -1,16 +1,22 @@
-"""Settings for dispatcher tests: real defaults, tiny backoff, files under tmp_path."""
+"""Settings for dispatcher tests: real defaults, a tiny retry schedule, files under tmp_path."""
 from __future__ import annotations
 
 from straycode.settings import load_settings
 
 SECRET_ENV = "STRAYCODE_TEST_WEBHOOK_SECRET"
+FAST_SCHEDULE = [0, 0.01, 0.02, 0.05]       # 4 attempts within a tenth of a second
+
+
+def schedule(attempts, delay=0.01):
+    """A retry schedule of `attempts` attempts, `delay` seconds apart."""
+    return [0] + [delay] * (attempts - 1)
 
 
 def hook_settings(tmp_path, endpoints, **hooks):
     settings = load_settings(env={})
     settings["hooks"].update(
         outbox=str(tmp_path / "outbox.sqlite3"), dead_letter=str(tmp_path / "dead.jsonl"),
-        backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2, max_attempts=4,
+        retry_schedule_s=FAST_SCHEDULE, retry_jitter=0.0, timeout_s=2,
         secret_env=SECRET_ENV, endpoints=endpoints)
     breaker = hooks.pop("breaker", None)
     settings["hooks"].update(hooks)

@@ -18,7 +18,7 @@ from straycode.hooks.receiver import make_server
 
 def _config(tmp_path, url, **extra):
     hooks = {"outbox": str(tmp_path / "outbox.sqlite3"), "dead_letter": str(tmp_path / "dead.jsonl"),
-             "backoff_base_s": 0.01, "backoff_max_s": 0.05, "secret_env": SECRET_ENV,
+             "retry_schedule_s": [0, 0.01, 0.02, 0.05], "secret_env": SECRET_ENV,
              "endpoints": [iam(url)], **extra}
     path = tmp_path / "straycode.yaml"
     path.write_text(yaml.safe_dump({"hooks": hooks}))

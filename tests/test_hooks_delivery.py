@@ -9,7 +9,7 @@ from standardwebhooks import Webhook
 
 from alert_factory import make_alert
 from hook_server import FakeClock, HookServer, Reply, new_secret
-from hooks_helpers import SECRET_ENV, dead_letters, hook_settings, iam
+from hooks_helpers import SECRET_ENV, dead_letters, hook_settings, iam, schedule
 from straycode.hooks import Dispatcher
 from straycode.hooks.outbox import DEAD, DELIVERED, PENDING
 from straycode.hooks.signing import message_id
@@ -103,7 +103,8 @@ def test_429_retried_honouring_retry_after(tmp_path, server, secret):
     with dispatcher(tmp_path, server, secret, clock=clock, sleep=clock.sleep,
                     endpoints=[iam(server.url, actions=["notify_user"])]) as d:
         d.submit(make_alert())
-        assert d.run_once() == {"delivered": 0, "retry": 1, "dead": 0}
+        assert d.run_once() == {"delivered": 0, "retry": 1, "dead": 0, "retry_after_capped": 0,
+                                "abandoned": 0}
         (row,) = d.outbox.all()
         assert row.state == PENDING and row.attempts == 1 and "HTTP 429" in row.last_error
         assert row.next_attempt_at >= clock.now + 30     # jitter alone would be <= 0.05 s
@@ -134,7 +135,7 @@ def test_4xx_not_retried_and_dead_lettered_with_last_error(tmp_path, server, sec
 
 def test_5xx_until_max_attempts_then_dead_letter(tmp_path, server, secret):
     server.script.extend([Reply(500)] * 10)
-    with dispatcher(tmp_path, server, secret, max_attempts=3,
+    with dispatcher(tmp_path, server, secret, retry_schedule_s=schedule(3),
                     endpoints=[iam(server.url, actions=["notify_user"])]) as d:
         d.submit(make_alert())
         stats = d.run_until_idle(20)
@@ -146,7 +147,7 @@ def test_5xx_until_max_attempts_then_dead_letter(tmp_path, server, secret):
 def test_endpoint_down_then_up_nothing_lost_across_restart(tmp_path, secret):
     server = HookServer([secret])                 # port reserved, nothing listening yet
     alerts = [make_alert(code_event_id=f"evt-down-{i}") for i in range(4)]
-    settings = hook_settings(tmp_path, [iam(server.url)], max_attempts=50, backoff_max_s=0.02)
+    settings = hook_settings(tmp_path, [iam(server.url)], retry_schedule_s=schedule(50, 0.02))
     first = Dispatcher(settings, env={SECRET_ENV: secret})
     for a in alerts:
         first.submit(a)

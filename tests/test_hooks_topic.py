@@ -35,7 +35,7 @@ def test_dispatch_follows_alert_topic_exactly_once(tmp_path, tansu, server, secr
     config.write_text(yaml.safe_dump({
         "kafka": {"broker": tansu.url, "topics": {"alerts": topic}},
         "hooks": {"outbox": str(tmp_path / "outbox.sqlite3"), "dead_letter": str(tmp_path / "dead.jsonl"),
-                  "secret_env": SECRET, "backoff_base_s": 0.01,
+                  "secret_env": SECRET, "retry_schedule_s": [0, 0.01, 0.02, 0.05],
                   "endpoints": [{"name": "iam", "url": server.url, "min_severity": "high",
                                  "actions": ["force_password_reset", "revoke_sessions"]}]}}))
     producer = KafkaProducer(bootstrap_servers=tansu.bootstrap)

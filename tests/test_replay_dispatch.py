@@ -58,7 +58,7 @@ def test_replay_dispatch_delivers_signed_actions_once(tmp_path, geo_dbs):
         config.write_text(yaml.safe_dump({
             "geoip": {"city_db": str(geo_dbs[0]), "asn_db": str(geo_dbs[1])},
             "hooks": {"outbox": str(tmp_path / "outbox.sqlite3"),
-                      "dead_letter": str(tmp_path / "dead.jsonl"), "backoff_base_s": 0.01,
+                      "dead_letter": str(tmp_path / "dead.jsonl"), "retry_schedule_s": [0, 0.01, 0.02, 0.05],
                       "endpoints": [{"name": "iam", "url": server.url, "min_severity": "high",
                                      "actions": ["force_password_reset", "revoke_sessions"]}]}}))
         events = _events(tmp_path)

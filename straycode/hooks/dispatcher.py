@@ -1,34 +1,80 @@
 """Turns alerts into signed webhook deliveries, durably, with the safety rules applied.
 
 submit() only plans and writes to the outbox (cheap, callable from the stream worker);
-run_once()/run_until_idle() do the network work. Order of safety checks per action:
-policy guardrails (flow, never_lock) -> circuit breaker -> outbox -> dry-run/send.
+run_once()/run_until_idle() do the network work: on a private asyncio loop, attempts run
+concurrently (bounded per endpoint, so a slow endpoint delays no other), each under one
+wall-clock deadline, retried on hooks.retry_schedule_s (delivery.RetryPolicy). Order of
+safety checks per action: policy guardrails (flow, never_lock) -> circuit breaker ->
+outbox -> dry-run/send.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import random
+import threading
 import time
-from typing import Callable, Mapping
+from collections import Counter, deque
+from typing import Callable, Coroutine, Mapping
 
 import httpx
 
 from straycode.hooks.breaker import Breaker, WINDOW_S
-from straycode.hooks.delivery import backoff, post
+from straycode.hooks.delivery import Attempt, RetryPolicy, post
 from straycode.hooks.outbox import DEAD, DELIVERED, HELD, PENDING, Delivery, Outbox
 from straycode.hooks.policy import LOCKOUT_ACTIONS, SEVERITY_RANK, HookPolicy, Planned
+from straycode.hooks.redact import install_log_redaction, redact_url
 from straycode.hooks.signing import Signer, message_id
 from straycode.settings import ConfigError
 
 log = logging.getLogger("straycode.hooks")
 
 _BREAKER_META = "breaker_open_until"
+_POLL_S = 0.1          # how often the delivery loop looks at stop/deadline while waiting
+
+
+def _new_stats() -> dict:
+    return {"delivered": 0, "retry": 0, "dead": 0, "retry_after_capped": 0, "abandoned": 0}
+
+
+def _count(rows: list[Delivery], endpoint: str) -> int:
+    return sum(1 for d in rows if d.endpoint == endpoint)
+
+
+def _outcome(task: asyncio.Task) -> Attempt:
+    """post() reports network trouble as an Attempt; anything else it raises is a bug that
+    must not stop the other deliveries: it becomes a retryable failure, logged in full."""
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    log.error("hooks: unexpected error in a delivery attempt", exc_info=exc)
+    return Attempt(False, True, f"internal error: {type(exc).__name__}")
+
+
+def _run_async(coro: Coroutine) -> None:
+    """Run the delivery loop on a private event loop in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    coro.close()
+    raise RuntimeError("Dispatcher.run_once()/run_until_idle() block; from async code call "
+                       "them in a worker thread (loop.run_in_executor)")
 
 
 def _utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _positive(hooks: Mapping, key: str, allow_zero: bool = False) -> float:
+    value = hooks.get(key)
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or value < 0 or (value == 0 and not allow_zero)):
+        raise ConfigError(f"hooks.{key} must be a number {'>=' if allow_zero else '>'} 0")
+    return float(value)
 
 
 def _check_alert(alert: Mapping) -> None:
@@ -69,18 +115,23 @@ class Dispatcher:
 
     def __init__(self, settings: Mapping, env: Mapping[str, str] = os.environ,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None):
+                 sleep: Callable[[float], None] | None = None,
+                 rng: random.Random | None = None,
+                 stop: threading.Event | None = None):
+        """`clock` dates outbox rows, schedules retries and timestamps signatures; `sleep`
+        (tests: a fake clock's) replaces the real wait for the next due delivery; `stop`,
+        once set (e.g. by SIGTERM), drains: no new attempts, in-flight ones get drain_s."""
         hooks = settings["hooks"]
         self.clock, self.sleep = clock, sleep
         self.rng = rng or random.Random()
+        self.stop = stop or threading.Event()
         self.policy = HookPolicy.from_settings(settings)
         self.dry_run = bool(hooks.get("dry_run"))
-        self.max_attempts = int(hooks["max_attempts"])
-        self.backoff_base = float(hooks["backoff_base_s"])
-        self.backoff_max = float(hooks["backoff_max_s"])
-        if self.max_attempts < 1:
-            raise ConfigError("hooks.max_attempts must be >= 1")
+        self.retry = RetryPolicy.from_hooks(hooks)
+        self.timeout_s = _positive(hooks, "timeout_s")
+        self.drain_s = _positive(hooks, "drain_s", allow_zero=True)
+        self.max_in_flight = int(_positive(hooks, "max_in_flight_per_endpoint"))
+        install_log_redaction()
         self.signer = None
         if self.policy.endpoints and not self.dry_run:
             self.signer = Signer.from_env(hooks, env)
@@ -91,8 +142,6 @@ class Dispatcher:
         now = self.clock()
         self.breaker.restore(self.outbox.recent_created(LOCKOUT_ACTIONS, now - WINDOW_S),
                              float(open_until) if open_until else None)
-        self.client = httpx.Client(timeout=httpx.Timeout(float(hooks["timeout_s"])),
-                                   follow_redirects=False)
 
     # -- intake -------------------------------------------------------------------------
     def submit(self, alert: Mapping) -> int:
@@ -120,7 +169,7 @@ class Dispatcher:
             for p in fresh:
                 if self.dry_run:
                     log.info("hooks dry-run: would POST %s to %s (%s) for user %s (alert %s)%s",
-                             action, p.endpoint.name, p.endpoint.safe_url, alert["user_id"],
+                             action, p.endpoint.name, redact_url(p.endpoint.url), alert["user_id"],
                              alert["alert_id"], " [held by breaker]" if state == HELD else "")
                     continue
                 items.append(Delivery(p.endpoint.name, msg_id, p.endpoint.url, action,
@@ -171,63 +220,178 @@ class Dispatcher:
         log.warning("hooks: released %d held lockout deliveries", n)
         return n
 
+    def redrive(self, endpoint: str | None = None, alert_id: str | None = None) -> int:
+        """Operator decision: dead deliveries -> queued again (same webhook-id, attempts
+        reset, due now), optionally only one endpoint's or one alert's."""
+        urls = {ep.name: ep.url for ep in self.policy.endpoints}
+        moved = self.outbox.redrive(self.clock(), endpoint, alert_id, urls)
+        for d in moved:
+            log.warning("hooks: re-driving %s to %s for user %s (alert %s, webhook-id %s); "
+                        "it had failed after %d attempt(s): %s", d.action, d.endpoint,
+                        d.user_id, d.alert_id, d.msg_id, d.attempts, d.last_error)
+        log.warning("hooks: re-drove %d dead deliveries", len(moved))
+        return len(moved)
+
     # -- delivery -----------------------------------------------------------------------
     def run_once(self, limit: int = 100) -> dict:
-        """Attempt every delivery that is due now; returns counts for this pass."""
-        stats = {"delivered": 0, "retry": 0, "dead": 0}
-        now = self.clock()
-        due = self.outbox.due(now, limit)
+        """Attempt every delivery that is due now (up to `limit`), concurrently per endpoint
+        within hooks.max_in_flight_per_endpoint; returns counts for this pass. Retries that
+        fall due meanwhile wait for the next pass. Honours `self.stop` (drain)."""
+        stats = _new_stats()
+        due = self.outbox.due(self.clock(), limit)
         if self.dry_run:
             if due:
                 log.info("hooks dry-run: %d queued deliveries due, sending none", len(due))
             return stats
-        for d in due:
-            now = self.clock()
-            attempts = d.attempts + 1
-            headers = self.signer.headers(d.msg_id, d.body, now)
-            res = post(self.client, d.url, d.body, headers, now)
-            if res.ok:
-                self.outbox.mark_delivered(d, now, attempts)
-                stats["delivered"] += 1
-                log.info("hooks: delivered %s to %s for user %s (alert %s, attempt %d)",
-                         d.action, d.endpoint, d.user_id, d.alert_id, attempts)
-            elif res.retryable and attempts < self.max_attempts:
-                delay = backoff(attempts, self.backoff_base, self.backoff_max, self.rng)
-                if res.retry_after is not None:
-                    delay = max(delay, res.retry_after)
-                self.outbox.mark_retry(d, now, attempts, now + delay, res.error)
-                stats["retry"] += 1
-                log.warning("hooks: %s to %s failed (%s); retry %d/%d in %.2fs",
-                            d.action, d.endpoint, res.error, attempts, self.max_attempts, delay)
-            else:
-                self.outbox.mark_dead(d, now, attempts, res.error)
-                stats["dead"] += 1
-                log.error("hooks: giving up on %s to %s for user %s (alert %s) after %d "
-                          "attempt(s): %s", d.action, d.endpoint, d.user_id, d.alert_id,
-                          attempts, res.error)
+        if due and not self.stop.is_set():
+            _run_async(self._deliver(stats, due, deadline=None))
         return stats
 
     def run_until_idle(self, timeout: float) -> dict:
-        """Deliver until nothing is pending or `timeout` seconds (by the clock) have passed."""
-        total = {"delivered": 0, "retry": 0, "dead": 0}
-        deadline = self.clock() + timeout
-        while True:
-            for k, v in self.run_once().items():
-                total[k] += v
-            nxt = self.outbox.next_due_at()
-            now = self.clock()
-            if nxt is None or now >= deadline or self.dry_run:
-                break
-            wait = min(max(nxt - now, 0.0), deadline - now)
-            if wait > 0:
-                self.sleep(wait)
+        """Deliver until nothing is pending, `timeout` seconds of wall clock have passed, or
+        `self.stop` is set. At the deadline, attempts still in flight are abandoned; on stop
+        they get hooks.drain_s to finish. An abandoned attempt stays queued unchanged (the
+        next run sends it again with the same webhook-id)."""
+        stats = _new_stats()
+        deadline = time.monotonic() + max(0.0, timeout)
+        if (not self.dry_run and not self.stop.is_set()
+                and self.outbox.next_due_at() is not None):
+            _run_async(self._deliver(stats, None, deadline))
         counts = self.outbox.counts()
-        total.update(pending=counts.get(PENDING, 0), held=counts.get(HELD, 0),
+        stats.update(pending=counts.get(PENDING, 0), held=counts.get(HELD, 0),
                      delivered_total=counts.get(DELIVERED, 0), dead_total=counts.get(DEAD, 0))
-        return total
+        return stats
+
+    async def _deliver(self, stats: dict, snapshot: list[Delivery] | None,
+                       deadline: float | None) -> None:
+        """The delivery loop. With `snapshot` (run_once): attempt exactly those rows. Without
+        (run_until_idle): keep taking due rows from the outbox until idle or `deadline`.
+        A per-endpoint count of attempts in flight keeps one slow endpoint from taking
+        every slot: the other endpoints' deliveries start as soon as they are due."""
+        queue: dict[str, deque[Delivery]] | None = None
+        if snapshot is not None:
+            queue = {}
+            for d in snapshot:
+                queue.setdefault(d.endpoint, deque()).append(d)
+        inflight: dict[asyncio.Task, Delivery] = {}
+        busy: Counter = Counter()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits,
+                                     follow_redirects=False) as client:
+            while True:
+                if self.stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                for d in self._startable(queue, busy, inflight):
+                    inflight[asyncio.create_task(self._attempt(client, d))] = d
+                    busy[d.endpoint] += 1
+                if inflight:
+                    done, _ = await asyncio.wait(inflight, timeout=_POLL_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        d = inflight.pop(task)
+                        busy[d.endpoint] -= 1
+                        self._record(d, _outcome(task), stats)
+                    continue
+                if queue is not None:
+                    break                              # run_once: every row attempted
+                nxt = self.outbox.next_due_at()
+                if nxt is None:
+                    break                              # idle: nothing pending
+                wait = nxt - self.clock()
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                if wait > 0:
+                    await self._idle(wait)
+            if inflight:
+                await self._finish_inflight(inflight, stats)
+
+    def _startable(self, queue: dict[str, deque[Delivery]] | None, busy: Counter,
+                   inflight: dict[asyncio.Task, Delivery]) -> list[Delivery]:
+        out: list[Delivery] = []
+        if queue is not None:
+            for endpoint, rows in queue.items():
+                while rows and busy[endpoint] + _count(out, endpoint) < self.max_in_flight:
+                    out.append(rows.popleft())
+            return out
+        now = self.clock()
+        flying = {(d.endpoint, d.msg_id) for d in inflight.values()}
+        for endpoint in self.outbox.due_endpoints(now):
+            free = self.max_in_flight - busy[endpoint]
+            if free <= 0:
+                continue
+            for d in self.outbox.due(now, free + busy[endpoint], endpoint):
+                if (d.endpoint, d.msg_id) not in flying and free > 0:
+                    out.append(d)
+                    free -= 1
+        return out
+
+    async def _idle(self, seconds: float) -> None:
+        """Nothing in flight, next delivery due in `seconds`: wait (by the injected sleep, if
+        any), waking early on stop."""
+        if self.sleep is not None:
+            self.sleep(seconds)
+            return
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and time.monotonic() < end:
+            await asyncio.sleep(min(_POLL_S, end - time.monotonic()))
+
+    async def _finish_inflight(self, inflight: dict[asyncio.Task, Delivery],
+                               stats: dict) -> None:
+        """Stop requested: give attempts in flight up to drain_s; deadline reached: none.
+        What does not finish is abandoned and stays queued as it was."""
+        grace = self.drain_s if self.stop.is_set() else 0.0
+        if grace > 0:
+            done, _ = await asyncio.wait(inflight, timeout=grace)
+            for task in done:
+                self._record(inflight.pop(task), _outcome(task), stats)
+        for task in inflight:
+            task.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        for d in inflight.values():
+            stats["abandoned"] += 1
+            log.warning("hooks: abandoned the attempt in flight of %s to %s (alert %s): "
+                        "%s; it stays queued and is sent again (same webhook-id) on the next "
+                        "run", d.action, d.endpoint, d.alert_id,
+                        "stopping" if self.stop.is_set() else "run deadline reached")
+
+    async def _attempt(self, client: httpx.AsyncClient, d: Delivery) -> Attempt:
+        now = self.clock()
+        headers = self.signer.headers(d.msg_id, d.body, now)
+        return await post(client, d.url, d.body, headers, now, self.timeout_s)
+
+    def _record(self, d: Delivery, res: Attempt, stats: dict) -> None:
+        """Write one attempt's outcome to the outbox (and the dead letter), log it."""
+        now = self.clock()
+        attempts = d.attempts + 1
+        if res.ok:
+            self.outbox.mark_delivered(d, now, attempts)
+            stats["delivered"] += 1
+            log.info("hooks: delivered %s to %s for user %s (alert %s, attempt %d)",
+                     d.action, d.endpoint, d.user_id, d.alert_id, attempts)
+            return
+        plan = None
+        if res.retryable:
+            plan = self.retry.next_retry(attempts, res.retry_after, self.rng)
+        if plan is not None and plan.retry_after_capped is not None:
+            stats["retry_after_capped"] += 1
+            log.warning("hooks: %s asked to wait %.0fs (Retry-After) for %s (alert %s); capped "
+                        "to hooks.retry_after_max_s = %.0fs", d.endpoint,
+                        plan.retry_after_capped, d.action, d.alert_id,
+                        self.retry.retry_after_max_s)
+        if plan is not None and plan.delay is not None:
+            self.outbox.mark_retry(d, now, attempts, now + plan.delay, res.error)
+            stats["retry"] += 1
+            log.warning("hooks: %s to %s failed (%s); attempt %d/%d in %.2fs",
+                        d.action, d.endpoint, res.error, attempts + 1, self.retry.max_attempts,
+                        plan.delay)
+            return
+        self.outbox.mark_dead(d, now, attempts, res.error)
+        stats["dead"] += 1
+        log.error("hooks: giving up on %s to %s for user %s (alert %s) after %d attempt(s): %s; "
+                  "re-queue with `straycode dispatch --redrive`", d.action, d.endpoint,
+                  d.user_id, d.alert_id, attempts, res.error)
 
     def close(self) -> None:
-        self.client.close()
         self.outbox.close()
 
     def __enter__(self) -> "Dispatcher":

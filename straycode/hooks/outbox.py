@@ -13,8 +13,9 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from straycode.hooks.redact import redact_url
 PENDING, DELIVERED, DEAD, HELD = "pending", "delivered", "dead", "held"
 
 _SCHEMA = """
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     endpoint: str
     msg_id: str
@@ -92,9 +93,19 @@ class Outbox:
                                    args)
             return [Delivery(*row) for row in cur.fetchall()]
 
-    def due(self, now: float, limit: int = 100) -> list[Delivery]:
-        return self._select("state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, "
-                            "created_at LIMIT ?", (PENDING, now, limit))
+    def due(self, now: float, limit: int = 100, endpoint: str | None = None) -> list[Delivery]:
+        """Pending deliveries due at `now`, oldest first (of one endpoint, if given)."""
+        where, args = "state = ? AND next_attempt_at <= ?", (PENDING, now)
+        if endpoint is not None:
+            where, args = where + " AND endpoint = ?", args + (endpoint,)
+        return self._select(f"{where} ORDER BY next_attempt_at, created_at LIMIT ?",
+                            args + (limit,))
+
+    def due_endpoints(self, now: float) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT endpoint FROM deliveries WHERE state = ? "
+                                    "AND next_attempt_at <= ? ORDER BY endpoint", (PENDING, now))
+            return [r[0] for r in rows.fetchall()]
 
     def get(self, endpoint: str, msg_id: str) -> Delivery | None:
         rows = self._select("endpoint = ? AND msg_id = ?", (endpoint, msg_id))
@@ -133,7 +144,8 @@ class Outbox:
     def mark_dead(self, d: Delivery, now: float, attempts: int, error: str) -> None:
         """Write the dead letter first, then flip the row: a crash in between duplicates the
         dead letter rather than losing it."""
-        self.write_notice({"kind": "delivery_failed", "endpoint": d.endpoint, "url": d.url,
+        self.write_notice({"kind": "delivery_failed", "endpoint": d.endpoint,
+                           "url": redact_url(d.url),
                            "webhook_id": d.msg_id, "action": d.action, "alert_id": d.alert_id,
                            "user_id": d.user_id, "attempts": attempts, "last_error": error,
                            "failed_at": now, "payload": json.loads(d.body)})
@@ -155,6 +167,36 @@ class Outbox:
             cur = self._db.execute("UPDATE deliveries SET state = ?, next_attempt_at = ?, "
                                    "updated_at = ? WHERE state = ?", (PENDING, now, now, HELD))
             return cur.rowcount
+
+    def redrive(self, now: float, endpoint: str | None = None, alert_id: str | None = None,
+                urls: Mapping[str, str] | None = None) -> list[Delivery]:
+        """Dead -> pending again, due now, attempts reset, same webhook-id; optionally only
+        one endpoint's / one alert's. A row whose endpoint is still configured takes the
+        configured URL (the fix for a dead letter is often a corrected URL). Returns the
+        rows moved, as they were."""
+        where, args = "state = ?", (DEAD,)
+        if endpoint is not None:
+            where, args = where + " AND endpoint = ?", args + (endpoint,)
+        if alert_id is not None:
+            where, args = where + " AND alert_id = ?", args + (alert_id,)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = [Delivery(*row) for row in self._db.execute(
+                    f"SELECT {', '.join(_COLS)} FROM deliveries WHERE {where} "
+                    "ORDER BY created_at, endpoint, msg_id", args).fetchall()]
+                for d in moved:
+                    self._db.execute(
+                        "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, "
+                        "last_error = NULL, url = ?, updated_at = ? "
+                        "WHERE endpoint = ? AND msg_id = ?",
+                        (PENDING, now, (urls or {}).get(d.endpoint, d.url), now,
+                         d.endpoint, d.msg_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return moved
 
     def write_notice(self, record: dict) -> None:
         """Append one JSON line to the dead-letter/notice file and fsync it."""

@@ -40,12 +40,16 @@ def submit_value(disp: Dispatcher, value: bytes, where: str) -> int:
 
 
 def follow_topic(disp: Dispatcher, kcfg: Mapping, topic: str, stop: threading.Event,
-                 idle_timeout: float = 0.0, poll_ms: int = 500) -> int:
+                 idle_timeout: float = 0.0, poll_ms: int = 500,
+                 deadline: float | None = None) -> int:
     """Submit every alert on `topic` from the saved positions on; returns how many queued.
 
-    Runs until `stop` is set, or, with `idle_timeout`, until no alert arrived and nothing
-    was due for that many seconds.
+    Runs until `stop` is set, until `deadline` (time.monotonic()) passes, or, with
+    `idle_timeout`, until no alert arrived and nothing was due for that many seconds.
     """
+    def running() -> bool:
+        return not stop.is_set() and (deadline is None or time.monotonic() < deadline)
+
     from kafka import KafkaConsumer, TopicPartition
 
     from straycode.streams.connection import client_kwargs
@@ -54,8 +58,8 @@ def follow_topic(disp: Dispatcher, kcfg: Mapping, topic: str, stop: threading.Ev
     queued = 0
     try:
         parts = None
-        deadline = time.monotonic() + (idle_timeout or float("inf"))
-        while not parts and not stop.is_set() and time.monotonic() < deadline:
+        wait_until = time.monotonic() + (idle_timeout or float("inf"))
+        while not parts and running() and time.monotonic() < wait_until:
             consumer.topics()                      # the workers create the topic on start
             parts = consumer.partitions_for_topic(topic)
             if not parts:
@@ -72,7 +76,7 @@ def follow_topic(disp: Dispatcher, kcfg: Mapping, topic: str, stop: threading.Ev
             else:
                 consumer.seek(tp, int(saved))
         last_activity = time.monotonic()
-        while not stop.is_set():
+        while running():
             batch = consumer.poll(timeout_ms=poll_ms)
             for tp, records in sorted(batch.items(), key=lambda kv: kv[0].partition):
                 for record in records:
