@@ -18,6 +18,7 @@ import threading
 
 from straycode.hooks.dispatcher import Dispatcher
 from straycode.hooks.topic_source import follow_topic, submit_value
+from straycode.logs import setup_logging
 from straycode.settings import ConfigError, load_settings
 
 log = logging.getLogger("straycode.hooks")
@@ -45,8 +46,7 @@ def _submit_line(disp: Dispatcher, line: str, where: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)   # it logs full URLs (query tokens)
     try:
         disp = Dispatcher(load_settings(getattr(args, "config", None)))

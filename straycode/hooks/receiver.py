@@ -17,6 +17,7 @@ from typing import Callable
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from straycode.logs import escape
 from straycode.settings import ConfigError, load_settings
 
 
@@ -67,7 +68,7 @@ def make_server(host: str, port: int, secrets: list[str],
             self.wfile.write(out)
 
         def log_message(self, fmt: str, *args) -> None:  # keep stdout for actions only
-            sys.stderr.write("hook-receiver: " + (fmt % args) + "\n")
+            sys.stderr.write("hook-receiver: " + escape(fmt % args) + "\n")
 
     return ThreadingHTTPServer((host, port), Handler)
 
