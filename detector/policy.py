@@ -7,10 +7,9 @@ and resetting it would punish the victim for someone else's traffic.
 """
 from __future__ import annotations
 
-SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
-ACTION_ORDER = ("force_password_reset", "revoke_sessions", "lock_account", "notify_user", "review")
-FLOWS = ("password_verified", "no_password", "no_session", "login_missing")
-GUARDED = frozenset({"force_password_reset", "revoke_sessions", "lock_account"})
+from .rules import ACTION_ORDER, FLOWS, PASSWORD_ACTIONS, PASSWORD_FLOW, SEVERITY_RANK
+
+GUARDED = PASSWORD_ACTIONS           # the name the tests and older callers use
 
 
 def _as_list(value) -> list:
@@ -51,6 +50,6 @@ class Policy:
             if "signals_any" in when and not signals.intersection(when["signals_any"]):
                 continue
             chosen.update(rule.get("actions", []))
-        if flow != "password_verified":
+        if flow != PASSWORD_FLOW:
             chosen -= self.guarded
         return [a for a in ACTION_ORDER if a in chosen]

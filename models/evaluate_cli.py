@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         labels, scores = load_labels(args.labels), load_scores(args.scores)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"straycode evaluate: {exc}", file=sys.stderr)
         return 2
     metrics = evaluate_frames(labels, scores)
     print(format_table(metrics))

@@ -56,13 +56,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 def run(args: argparse.Namespace) -> int:
     if args.users < 1 or args.days < 1:
-        print("error: --users and --days must be >= 1", file=sys.stderr)
+        print("straycode simulate: --users and --days must be >= 1", file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
         stats = simulate(config_from_args(args), args.out, args.labels)
     except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"straycode simulate: {exc}", file=sys.stderr)
         return 2
     took = time.perf_counter() - started
     print(f"wrote {stats['events']} events ({stats['unique_events']} unique) to {args.out} "

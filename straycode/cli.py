@@ -1,11 +1,26 @@
 """`straycode` command line. Each subcommand lives in its own module exposing
 ``configure(parser)`` and ``run(args) -> int``; modules are imported only when used so
-that `straycode replay` never pays for Faust."""
+that `straycode replay` never pays for Faust.
+
+:func:`main` is the one entry point: it installs the logging setup (straycode/logs.py),
+validates the settings before any command runs, and turns every user mistake (bad
+setting, missing or unreadable file, a GeoIP file that is not a MaxMind DB) into one line
+``straycode: <what is wrong>`` on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from maxminddb import InvalidDatabaseError
+
+from straycode.logs import escape, setup_logging
+from straycode.settings import ConfigError, load_settings
+
+USAGE_ERROR = 2
+# user mistakes, reported in one line; anything else is a bug and keeps its traceback
+USER_ERRORS = (ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError, InvalidDatabaseError)
 
 COMMANDS = {
     # name: (module, one-line help)
@@ -37,10 +52,27 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_message(exc: BaseException) -> str:
+    """One line for a user mistake (control characters escaped: file names are input too)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    elif isinstance(exc, InvalidDatabaseError):
+        text = f"GeoIP database: {exc}"
+    else:
+        text = str(exc)
+    return escape(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    setup_logging()
     args = build_parser(argv).parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        load_settings(args.config)     # every command: a bad setting stops it before any work
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"straycode: {user_error_message(exc)}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

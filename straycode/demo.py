@@ -105,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
     db = find_geoip(args.geoip_db)
     if db is None:
         if args.geoip_db:
-            print(f"error: --geoip-db {args.geoip_db}: no such file\n", file=sys.stderr)
+            print(f"straycode demo: --geoip-db {args.geoip_db}: no such file\n", file=sys.stderr)
         print(GEOIP_HELP, file=sys.stderr)
         return 2
     try:
         from .replay import run_replay
     except ImportError as exc:
-        print(f"error: the replay pipeline is not available ({exc})", file=sys.stderr)
+        print(f"straycode demo: the replay pipeline is not available ({exc})", file=sys.stderr)
         return 2
     from .models.evaluate import evaluate_frames, format_table, load_labels, load_scores
     from .models.report import write_report

@@ -1,0 +1,6 @@
+"""Installed as `straycode.streams` (pyproject package-dir); see guard below."""
+if not __name__.startswith("straycode."):
+    # Run from the repository root, this folder is also importable as `streams`: the same
+    # files would load twice as two different modules (two registries, two caches).
+    raise ImportError(f"import 'straycode.streams', not '{__name__}' (this folder is the "
+                      f"straycode.streams package; see pyproject.toml [tool.setuptools.package-dir])")

@@ -98,6 +98,8 @@ def publish(kcfg: dict, path: str, *, topic: str | None = None, split: bool = Fa
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.events != "-":
+        open(args.events, "rb").close()     # a missing input file is reported before connecting
     kcfg = settings["kafka"]
     if args.broker:
         kcfg["broker"] = args.broker

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from straycode.logs import make_handlers_safe
 from straycode.settings import load_settings
 
 
@@ -37,6 +38,7 @@ def worker_class():
 
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             self.spinner = None
+            make_handlers_safe(logger)      # Faust installed its own handlers: escape them too
 
     return QuietWorker
 

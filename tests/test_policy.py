@@ -265,7 +265,7 @@ def test_unknown_file_keys_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'detector.verify_windw_s'"):
         load_settings(path, env={})
     path.write_text("detector: 5\n")
-    with pytest.raises(ConfigError, match="must be a mapping"):
+    with pytest.raises(ConfigError, match="expected a mapping"):
         load_settings(path, env={})
 
 

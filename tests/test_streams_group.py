@@ -75,6 +75,8 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
         assert x["baseline"]["proven_signins"] >= 8, x["baseline"]
 
 
+@pytest.mark.timing       # SIGKILL timing vs. Tansu on a busy machine: quarantined, re-run once
+@pytest.mark.flaky(reruns=1)
 def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
     app_id = "crash"
     env = stream_env(tansu, app_id, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")

@@ -20,6 +20,7 @@ import time
 
 from straycode.hooks.dispatcher import Dispatcher
 from straycode.hooks.topic_source import follow_topic, submit_value
+from straycode.logs import setup_logging
 from straycode.settings import ConfigError, load_settings
 
 log = logging.getLogger("straycode.hooks")
@@ -67,9 +68,8 @@ def _submit_line(disp: Dispatcher, line: str, where: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request is noise
+    setup_logging(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # it logs full URLs (query tokens)
     started = time.monotonic()
     following = bool(args.follow or args.from_topic)
     timeout = args.timeout if args.timeout is not None else (

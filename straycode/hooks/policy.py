@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from straycode.detector.rules import (ALERT_ACTIONS, BREAKER_ACTION, LOCKOUT_ACTIONS,  # noqa: F401
+                                      PASSWORD_ACTIONS, PASSWORD_FLOW, SEVERITY_RANK)
 from straycode.settings import ConfigError
 
 log = logging.getLogger("straycode.hooks")
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
-ALERT_ACTIONS = frozenset({"force_password_reset", "revoke_sessions", "lock_account",
-                           "notify_user", "review"})
-BREAKER_ACTION = "breaker_tripped"       # endpoints may subscribe to the breaker notice
 KNOWN_ACTIONS = ALERT_ACTIONS | {BREAKER_ACTION}
-LOCKOUT_ACTIONS = frozenset({"force_password_reset", "lock_account"})  # rate-limited
-NEVER_LOCK_ACTIONS = frozenset({"force_password_reset", "lock_account", "revoke_sessions"})
+# LOCKOUT_ACTIONS and SEVERITY_RANK are imported from here by the dispatcher
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class HookPolicy:
         self.endpoints = tuple(endpoints)
         self.never_lock = frozenset(never_lock)
         # the policy file may widen the set of password-only actions, never narrow it
-        self.password_actions = LOCKOUT_ACTIONS | frozenset(password_actions)
+        self.password_actions = PASSWORD_ACTIONS | frozenset(password_actions)
 
     @classmethod
     def from_settings(cls, settings: Mapping) -> "HookPolicy":
@@ -107,10 +104,10 @@ class HookPolicy:
         for action in dict.fromkeys(alert.get("actions") or ()):
             if action not in ALERT_ACTIONS:
                 plan.refused.append((action, "unknown action"))
-            elif action in self.password_actions and alert.get("flow") != "password_verified":
+            elif action in self.password_actions and alert.get("flow") != PASSWORD_FLOW:
                 plan.refused.append((action, f"flow is {alert.get('flow')}, not "
                                              "password_verified: no password was proven"))
-            elif action in NEVER_LOCK_ACTIONS and alert["user_id"] in self.never_lock:
+            elif action in PASSWORD_ACTIONS and alert["user_id"] in self.never_lock:
                 plan.refused.append((action, "user is on hooks.never_lock"))
             else:
                 wanted.append(action)

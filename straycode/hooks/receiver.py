@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from straycode.hooks.redact import redact_url
+from straycode.logs import escape
 from straycode.settings import ConfigError, load_settings
 
 
@@ -212,7 +213,7 @@ def make_server(host: str, port: int, secrets: list[str],
             path = getattr(self, "path", "")
             if path:                                 # the query string may hold a token
                 message = message.replace(path, redact_url(path))
-            sys.stderr.write("hook-receiver: " + message + "\n")
+            sys.stderr.write("hook-receiver: " + escape(message) + "\n")
 
     return BoundedHTTPServer((host, port), Handler, workers)
 
