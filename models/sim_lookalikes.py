@@ -39,14 +39,23 @@ class LookAlikes:
         self.taken: set[int] = set()
 
     # ----------------------------------------------------------------- helpers
-    def pick(self, share: float, fits) -> list[User]:
+    def pick(self, share: float, plan) -> list[tuple[User, object]]:
+        """Up to share x users (one episode per user), in random order among those for whom
+        ``plan(user)`` finds an episode (a time, a window...); returned by user index."""
         k = round(len(self.users) * share)
         if share > 0 and k == 0:
             k = 1
-        fitting = [u for u in self.users if u.idx not in self.taken and fits(u)]
-        chosen = sorted(self.rnd.sample(fitting, min(k, len(fitting))), key=lambda u: u.idx)
-        self.taken.update(u.idx for u in chosen)
-        return chosen
+        order = [u for u in self.users if u.idx not in self.taken]
+        self.rnd.shuffle(order)
+        chosen = []
+        for user in order:
+            if len(chosen) == k:
+                break
+            episode = plan(user)
+            if episode is not None:
+                chosen.append((user, episode))
+        self.taken.update(u.idx for u, _ in chosen)
+        return sorted(chosen, key=lambda ue: ue[0].idx)
 
     def when(self, user: User, after: float = 0.0) -> float | None:
         """A moment at home: after the account exists (and ``after``), not on the user's trip."""
@@ -111,10 +120,8 @@ class LookAlikes:
     # ----------------------------------------------------------------- scenarios
     def network_switch(self, share: float) -> None:
         rnd = self.rnd
-        for user in self.pick(share, lambda u: u.mobile_net is not None and self.phone(u, 0.0)):
-            t = self.when(user)
-            if t is None:
-                continue
+        fits = lambda u: u.mobile_net is not None and self.phone(u, 0.0) is not None   # noqa: E731
+        for user, t in self.pick(share, lambda u: self.when(u) if fits(u) else None):
             dual = DualStack(self.cfg.seed, user, self.cfg.ipv6_share, stream="lookalike")
             phone = self.phone(user, t)
             session = self.sign_in(t, user, self.home_ctx(user, phone, t, dual), phone)
@@ -132,12 +139,13 @@ class LookAlikes:
         def laptop(u: User) -> Device | None:
             return next((d for d in u.devices if d.kind == "desktop" and d.device_id), None)
 
-        for user in self.pick(share, lambda u: laptop(u) is not None and not u.new_user):
+        def plan(u: User):
+            if laptop(u) is None or u.new_user:
+                return None
+            return self._quiet_window(u, self.rnd.uniform(2, 6) * DAY)
+
+        for user, (begin, end) in self.pick(share, plan):
             device = laptop(user)
-            window = self._quiet_window(user, rnd.uniform(2, 6) * DAY)
-            if window is None:
-                continue
-            begin, end = window
             if not self.trusted_at(user, device, begin):   # trusted at home before leaving
                 t = begin - rnd.uniform(0.5, 3) * DAY
                 ctx = self.home_ctx(user, device, t, DualStack(self.cfg.seed, user, 0.0))
@@ -186,10 +194,7 @@ class LookAlikes:
         rnd = self.rnd
         fits = lambda u: bool(u.home_net.v6) and u.ip_change_at is None and \
             any(d.device_id for d in u.devices)                                   # noqa: E731
-        for user in self.pick(share, fits):
-            t = self.when(user)
-            if t is None:
-                continue
+        for user, t in self.pick(share, lambda u: self.when(u) if fits(u) else None):
             dual = DualStack(self.cfg.seed, user, self.cfg.ipv6_share, stream="lookalike")
             device = rnd.choice([d for d in user.devices if d.device_id])
             if device.kind == "phone":
@@ -210,11 +215,12 @@ class LookAlikes:
         def first_work(u: User):
             return next((s for s in u.signins if u.work_net and s.ctx.net is u.work_net), None)
 
-        for user in self.pick(share, lambda u: first_work(u) is not None):
+        def plan(u: User):
+            seen = first_work(u)
+            return None if seen is None else self.when(u, after=seen.t)
+
+        for user, t in self.pick(share, plan):
             seen = first_work(user)
-            t = self.when(user, after=seen.t)
-            if t is None:
-                continue
             device = seen.device
             dual = DualStack(self.cfg.seed, user, self.cfg.ipv6_share, stream="lookalike")
             home = self.home_ctx(user, device, t, dual)

@@ -130,12 +130,15 @@ class StolenSessionAttacks:
         for user in self.victims(share):
             hosts = [n for n in self.world.hosting if n.metro not in self._places(user)]
             relay = rnd.choice(hosts or self.world.hosting)
-            device = rnd.choice(user.devices)
+            t = self.when(user)
+            # phished on a device they use: the one of their latest (else first) sign-in
+            before = [s.device for s in user.signins if s.t < t]
+            device = before[-1] if before else \
+                user.signins[0].device if user.signins else user.devices[0]
             # the real site's cookies are not sent to the phishing domain: the relay's cookie
             # jar gets a fresh device id (or none, when the kit drops cookies)
             device_id = f"d-{rnd.getrandbits(80):020x}" if rnd.random() < 0.7 else None
             ctx = Ctx(self._host_ip(relay), device.user_agent, device_id, relay)
-            t = self.when(user)
             session = self.login(t, user, ctx, ok=True)
             t += rnd.uniform(0.5, 3)
             self.code(t, user, ctx, "aitm_relay_login", session=session, feedback=False)
