@@ -40,8 +40,13 @@ def load_labels(path: str | Path) -> pd.DataFrame:
                                                   "password_compromised", "session_stolen"])
     df["label"] = df["label"].astype(int)
     df["password_compromised"] = df["password_compromised"].astype(bool)
-    df["session_stolen"] = df["session_stolen"].fillna(False).astype(bool)
+    df["session_stolen"] = _flag(df["session_stolen"])
     return df
+
+
+def _flag(column: pd.Series) -> pd.Series:
+    """A boolean label column where missing means False."""
+    return column.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).astype(bool)
 
 
 def load_scores(path: str | Path) -> pd.DataFrame:
@@ -148,8 +153,8 @@ def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
     has_reset = labelled["actions"].apply(lambda a: RESET in a)
     has_revoke = labelled["actions"].apply(lambda a: REVOKE in a)
     compromised = labelled["password_compromised"].astype(bool)
-    stolen = (labelled["session_stolen"].fillna(False).astype(bool)
-              if "session_stolen" in labelled else pd.Series(False, index=labelled.index))
+    stolen = (_flag(labelled["session_stolen"]) if "session_stolen" in labelled
+              else pd.Series(False, index=labelled.index))
     wrong = labelled[has_reset & ~compromised]
     out["actions"] = {
         "reset_violations": int(len(wrong)),
