@@ -375,6 +375,7 @@ def test_look_alike_codes_come_from_the_users_own_other_context(base):
     metro = {n.asn: n.metro for nets in world.networks.values() for n in nets}
     s = _story(base)
     for name in LOOKALIKES:
+        assert s["codes"][name], name
         for code in s["codes"][name]:
             login = s["logins"][code["session_id"]]
             assert code["session_id"] in s["verified"], name           # the user enters the codes
