@@ -3,7 +3,8 @@
 Ranking quality (ROC-AUC, PR-AUC, TPR at a fixed low FPR) says how good the score is;
 the detector's own ``alerted`` decision says what the SOC would see (precision, recall,
 false alerts per legit scenario); action checks say whether forced resets land only where
-the password is really compromised. Codes present on one side only are counted, never
+the password is really compromised and whether sessions are revoked where a session was
+stolen, overall and per scenario. Codes present on one side only are counted, never
 dropped silently.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 FPR_TARGETS = (0.001, 0.005, 0.01)
 RESET = "force_password_reset"
+REVOKE = "revoke_sessions"
 
 
 def _read_jsonl(path: str | Path) -> list[dict]:
@@ -33,11 +35,18 @@ def _read_jsonl(path: str | Path) -> list[dict]:
 
 
 def load_labels(path: str | Path) -> pd.DataFrame:
+    """Label lines; ``session_stolen`` (added with issue #12) is false when absent."""
     df = pd.DataFrame(_read_jsonl(path), columns=["code_event_id", "user_id", "label", "scenario",
-                                                  "password_compromised"])
+                                                  "password_compromised", "session_stolen"])
     df["label"] = df["label"].astype(int)
     df["password_compromised"] = df["password_compromised"].astype(bool)
+    df["session_stolen"] = _flag(df["session_stolen"])
     return df
+
+
+def _flag(column: pd.Series) -> pd.Series:
+    """A boolean label column where missing means False."""
+    return column.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).astype(bool)
 
 
 def load_scores(path: str | Path) -> pd.DataFrame:
@@ -142,7 +151,10 @@ def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
     out["legit_scenarios"] = [r | {"false_alert_rate": r["alert_rate"]} for r in per if r["label"] == 0]
 
     has_reset = labelled["actions"].apply(lambda a: RESET in a)
+    has_revoke = labelled["actions"].apply(lambda a: REVOKE in a)
     compromised = labelled["password_compromised"].astype(bool)
+    stolen = (_flag(labelled["session_stolen"]) if "session_stolen" in labelled
+              else pd.Series(False, index=labelled.index))
     wrong = labelled[has_reset & ~compromised]
     out["actions"] = {
         "reset_violations": int(len(wrong)),
@@ -150,8 +162,40 @@ def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
         "password_compromised_codes": int(compromised.sum()),
         "reset_on_compromised": int((has_reset & compromised).sum()),
         "reset_coverage": _rate(int((has_reset & compromised).sum()), int(compromised.sum())),
+        "stolen_session_codes": int(stolen.sum()),
+        "revoke_on_stolen": int((has_revoke & stolen).sum()),
+        "revoke_coverage": _rate(int((has_revoke & stolen).sum()), int(stolen.sum())),
+        "revoke_on_legit": int((has_revoke & (labelled["label"] == 0)).sum()),
+        "by_scenario": action_table(labelled, has_reset, has_revoke, compromised, stolen),
     }
     return out
+
+
+def action_table(labelled: pd.DataFrame, has_reset: pd.Series, has_revoke: pd.Series,
+                 compromised: pd.Series, stolen: pd.Series) -> list[dict]:
+    """Per scenario: how many codes got the actions the ground truth calls for.
+
+    Expected: ``force_password_reset`` exactly where the password is compromised;
+    ``revoke_sessions`` where a session was stolen, never on a legit code (on other attack
+    codes it is harmless and not counted either way). A code is correct when both hold; an
+    attack that was not alerted has no actions, so it counts as incorrect where an action
+    was expected."""
+    attack = labelled["label"] == 1
+    reset_ok = has_reset == (attack & compromised)
+    revoke_ok = (has_revoke | ~(attack & stolen)) & ~(has_revoke & ~attack)
+    correct = reset_ok & revoke_ok
+    rows = []
+    groups = labelled.groupby(["label", "scenario"]).groups
+    for label, scenario in sorted(groups, key=lambda k: (-k[0], k[1])):    # attacks first
+        idx = groups[(label, scenario)]
+        n = len(idx)
+        rows.append({"scenario": scenario, "label": int(label), "codes": n,
+                     "reset_expected": bool((attack & compromised)[idx].all()),
+                     "revoke_expected": bool((attack & stolen)[idx].all()),
+                     "reset": int(has_reset[idx].sum()), "revoke": int(has_revoke[idx].sum()),
+                     "correct": int(correct[idx].sum()),
+                     "correct_rate": _rate(int(correct[idx].sum()), n)})
+    return rows
 
 
 def evaluate(labels_path: str | Path, scores_path: str | Path) -> dict:
@@ -206,4 +250,17 @@ def format_table(m: dict) -> str:
                  f"{act['reset_violations_by_scenario'] or ''}; on {act['reset_on_compromised']}/"
                  f"{act['password_compromised_codes']} password-compromised codes "
                  f"(coverage {_fmt(act['reset_coverage'])})")
+    if "revoke_on_stolen" in act:
+        lines.append(f"revoke on stolen sessions: {act['revoke_on_stolen']}/{act['stolen_session_codes']} "
+                     f"(coverage {_fmt(act['revoke_coverage'])}); revoke_sessions on legit codes: "
+                     f"{act['revoke_on_legit']}")
+        lines.append("")
+        lines.append(f"{'actions by scenario':22s} {'label':>5s} {'codes':>6s} {'reset':>9s} "
+                     f"{'revoke':>9s} {'correct':>8s} {'rate':>7s}")
+        for r in act["by_scenario"]:
+            want_reset = "want" if r["reset_expected"] else "no"
+            want_revoke = "want" if r["revoke_expected"] else ("no" if r["label"] == 0 else "-")
+            lines.append(f"{r['scenario']:22s} {r['label']:5d} {r['codes']:6d} "
+                         f"{r['reset']:>4d} {want_reset:>4s} {r['revoke']:>4d} {want_revoke:>4s} "
+                         f"{r['correct']:8d} {_fmt(r['correct_rate']):>7s}")
     return "\n".join(lines)

@@ -1,23 +1,25 @@
-"""Attacks (label 1 codes). Attackers never enter the code: they lack the second factor.
+"""Attacks (label 1 codes). Attackers never enter the code: they lack the second factor
+(one exception: the login code an AiTM phishing proxy relays, which the victim enters).
 
 ``password_compromised`` is true where the attacker typed the right password (the codes a
 forced password reset would fix) and false for flows that need no password (reset-flow
-abuse, SMS pumping).
+abuse, SMS pumping) or that ride on the victim's own sign-in (session hijack).
+``session_stolen`` is true where the attacker holds a session of the victim's (the codes
+revoking sessions would fix); those scenarios live in sim_stolen.
 """
 from __future__ import annotations
 
 import random
 
-from .sim_config import PASSWORD_KNOWN, SimConfig
+from .sim_config import PASSWORD_KNOWN, SESSION_STOLEN, SimConfig
 from .sim_devices import TOOL_UAS, other_family, user_agent
 from .sim_events import Ctx, Sink
 from .sim_geo import Metro, Network, World
 from .sim_population import DAY, User
+from .sim_stolen import MINUTE, StolenSessionAttacks
 
-MINUTE = 60.0
 
-
-class Attacks:
+class Attacks(StolenSessionAttacks):
     def __init__(self, cfg: SimConfig, world: World, sink: Sink, users: list[User],
                  t0: float, t_end: float):
         self.cfg, self.world, self.sink, self.users = cfg, world, sink, users
@@ -32,6 +34,17 @@ class Attacks:
         if share > 0 and k == 0:
             k = 1
         picked, self.free = self.free[:k], self.free[k:]
+        return [self.users[i] for i in sorted(picked)]
+
+    def victims_where(self, share: float, fits) -> list[User]:
+        """Like victims(), among the free users for whom ``fits(user)`` holds."""
+        k = round(len(self.users) * share)
+        if share > 0 and k == 0:
+            k = 1
+        picked, rest = [], []
+        for i in self.free:
+            (picked if len(picked) < k and fits(self.users[i]) else rest).append(i)
+        self.free = rest
         return [self.users[i] for i in sorted(picked)]
 
     def when(self, user: User) -> float:
@@ -55,12 +68,13 @@ class Attacks:
         return self.rnd.choice([n for k in kinds for n in self.world.of(metro, k)])
 
     def code(self, t: float, user: User, ctx: Ctx, scenario: str, *, session: str | None,
-             purpose: str = "login", channel: str | None = None) -> None:
+             purpose: str = "login", channel: str | None = None, feedback: bool = True) -> None:
         rnd = self.rnd
         code_id = self.sink.code(t, user.user_id, ctx, session_id=session, purpose=purpose,
                                  channel=channel or user.channel, label=1, scenario=scenario,
-                                 password_compromised=scenario in PASSWORD_KNOWN)
-        if rnd.random() < self.cfg.feedback_attack:
+                                 password_compromised=scenario in PASSWORD_KNOWN,
+                                 session_stolen=scenario in SESSION_STOLEN)
+        if feedback and rnd.random() < self.cfg.feedback_attack:
             home = Ctx(user.home_ip, user.devices[0].user_agent, user.devices[0].device_id,
                        user.home_net)
             self.sink.event(t + rnd.uniform(0.5, 12) * 3600, "user_feedback", user.user_id, home,

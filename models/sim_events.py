@@ -74,13 +74,17 @@ class Sink:
 
     def code(self, t: float, user_id: str, ctx: Ctx | None, *, session_id: str | None,
              purpose: str, channel: str, label: int, scenario: str,
-             password_compromised: bool) -> str:
-        """A code_issued event plus its ground-truth label line."""
+             password_compromised: bool, session_stolen: bool = False) -> str:
+        """A code_issued event plus its ground-truth label line.
+
+        ``ctx`` is the requester's context as the platform saw it when it sent the code; it
+        may differ from the context of the session's login (a stolen or roaming session)."""
         event_id = self.event(t, "code_issued", user_id, ctx, session_id=session_id,
                               channel=channel, purpose=purpose)
         self.labels.append((round(t, 3), self._n_events, {
             "code_event_id": event_id, "user_id": user_id, "label": label,
-            "scenario": scenario, "password_compromised": password_compromised}))
+            "scenario": scenario, "password_compromised": password_compromised,
+            "session_stolen": session_stolen}))
         return event_id
 
     def ordered(self, rnd: random.Random, out_of_order: float, max_delay_s: float,

@@ -6,6 +6,13 @@ We sample random IPv4 addresses against the configured City .mmdb, keep the hits
 in a curated list of metros, and carve them into networks: each network is a handful of
 /24 blocks in one city with a fixed synthetic ASN (private-use range, never a real one).
 
+IPv6: random addresses almost always land in huge unallocated blocks, so instead we walk
+the database record by record from seeded starting points inside the regional registries'
+ranges and keep records (a /28 to a /48) that resolve to a metro. Mobile carriers, two of
+a metro's three broadband ISPs and the hosting providers get such a record when one was
+found (dual stack); hotels stay IPv4-only. Every address inside a record resolves to the
+record's city, so simulated IPv6 addresses geolocate like the IPv4 ones.
+
 Sampling uses a fixed seed, so the world depends only on the database file; it is cached
 per process because building it costs ~2 s of lookups.
 """
@@ -59,6 +66,16 @@ ORG_NAMES = {
 # Host addresses drawn per block: mobile carriers and hotels NAT many people behind few IPs.
 NAT_POOL = {"mobile": 6, "hotel": 2, "hosting": 8}
 
+# IPv6 record walk: starting points in the RIRs' /16s (RIPE, ARIN, APNIC, LACNIC, AFRINIC
+# and two busy legacy /16s), a fixed number of consecutive records from each.
+V6_TOPS = ([0x2001, 0x2003] + list(range(0x2400, 0x2410)) + list(range(0x2600, 0x2610))
+           + list(range(0x2800, 0x2810)) + list(range(0x2a00, 0x2a14)) + list(range(0x2c00, 0x2c10)))
+V6_STARTS, V6_STEPS = 120, 1000
+V6_PLEN = (28, 48)      # an ISP allocation down to one customer site; never finer than a /48
+# Which networks are dual stack: every mobile carrier, broadband ISPs 0 and 1 (ISP 1 hands
+# its customers a new prefix every day, like ISPs that force a daily reconnect), hosting.
+V6_BROADBAND = {0: False, 1: True}     # network index -> rotates the delegated prefix daily
+
 
 @dataclass(frozen=True, slots=True)
 class Metro:
@@ -80,6 +97,19 @@ class Block:
         return str(ipaddress.IPv4Address(self.base + (1 if self.size >= 4 else 0) + offset % usable))
 
 
+@dataclass(frozen=True, slots=True)
+class V6Block:
+    """One IPv6 record of the City database: every address inside resolves to one city."""
+    base: int
+    plen: int
+
+    def address(self, subnet: int, iid: int) -> str:
+        """Address from a /64 chosen by ``subnet`` (wrapped into the block) and an interface id."""
+        span = 64 - self.plen
+        net64 = (self.base >> 64) | (subnet % (1 << span))
+        return str(ipaddress.IPv6Address(net64 << 64 | (iid & ((1 << 64) - 1) or 1)))
+
+
 @dataclass(slots=True)
 class Network:
     key: str
@@ -89,6 +119,8 @@ class Network:
     as_org: str
     blocks: list[Block]
     pool: list[str] = field(default_factory=list)   # shared NAT addresses (mobile/hotel/hosting)
+    v6: list[V6Block] = field(default_factory=list)  # IPv6 records (empty: IPv4 only)
+    v6_rotating: bool = False                         # delegated prefixes change daily
 
     def fixed_ip(self, rnd: random.Random, block: int | None = None) -> str:
         """A subscriber address: one block, one host (home broadband lease)."""
@@ -157,6 +189,43 @@ def _sample_hits(db_path: str) -> dict[tuple[str, str], list[Block]]:
     return hits
 
 
+def _sample_v6(db_path: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], list[V6Block]]:
+    """(country, exact city) -> IPv6 records, found by walking records from seeded starts."""
+    rnd = random.Random(CATALOGUE_SEED + 6)
+    lo, hi = V6_PLEN
+    found: dict[tuple[str, str], dict[int, V6Block]] = {}
+    with maxminddb.open_database(db_path) as reader:
+        get = reader.get_with_prefix_len
+        for _ in range(V6_STARTS):
+            x = rnd.choice(V6_TOPS) << 112 | rnd.getrandbits(112)
+            for _ in range(V6_STEPS):
+                if x >> 128:
+                    break
+                rec, plen = get(str(ipaddress.IPv6Address(x)))
+                base = x >> (128 - plen) << (128 - plen)
+                x = base + (1 << (128 - plen))
+                if not rec or not lo <= plen <= hi:
+                    continue
+                key = _city_name(rec)
+                if key in wanted and ipaddress.IPv6Address(base).is_global:
+                    found.setdefault(key, {})[base] = V6Block(base, plen)
+    return {k: sorted(v.values(), key=lambda b: b.base) for k, v in found.items()}
+
+
+def _give_v6(metro: Metro, nets_by_kind: dict[str, list[Network]], records: list[V6Block],
+             rnd: random.Random) -> None:
+    """Hand a metro's IPv6 records to its dual-stack networks, one record each (mobile two)."""
+    records = list(records)
+    rnd.shuffle(records)
+    takers = [(n, 2) for n in nets_by_kind.get("mobile", [])]
+    takers += [(n, 1) for i, n in enumerate(nets_by_kind.get("broadband", [])) if i in V6_BROADBAND]
+    takers += [(n, 1) for n in nets_by_kind.get("hosting", [])]
+    for net, count in takers:
+        net.v6, records = records[:count], records[count:]
+        if net.kind == "broadband":
+            net.v6_rotating = V6_BROADBAND[int(net.key.rsplit("/", 1)[1])]
+
+
 @lru_cache(maxsize=4)
 def _build_world_cached(db_path: str, _stamp: tuple) -> World:
     hits = _sample_hits(db_path)
@@ -165,6 +234,7 @@ def _build_world_cached(db_path: str, _stamp: tuple) -> World:
     networks: dict[str, list[Network]] = {}
     hosting: list[Network] = []
     n_asn = 0
+    placed: list[tuple[Metro, dict[str, list[Network]]]] = []
     for country, base_city, weight, offset, hub in METROS:
         variants = [(k[1], v) for k, v in hits.items()
                     if k[0] == country and (k[1] == base_city or k[1].startswith(base_city + " ("))]
@@ -184,8 +254,9 @@ def _build_world_cached(db_path: str, _stamp: tuple) -> World:
         metros.append(metro)
         letters = "".join(ch for ch in unicodedata.normalize("NFKD", base_city)
                           if ch.isascii() and ch.isalpha())
+        by_kind: dict[str, list[Network]] = {}
         for kind, (count, per) in layout.items():
-            nets = []
+            nets = by_kind[kind] = []
             for i in range(count):
                 own, blocks = blocks[:per], blocks[per:]
                 name = ORG_NAMES[kind][i % len(ORG_NAMES[kind])].format(c=base_city, C=letters[:3].upper())
@@ -199,6 +270,12 @@ def _build_world_cached(db_path: str, _stamp: tuple) -> World:
                 hosting.extend(nets)
             else:
                 networks[f"{country}/{city}/{kind}"] = nets
+        placed.append((metro, by_kind))
+    # IPv6 last, from its own RNG: the IPv4 world does not depend on it
+    v6 = _sample_v6(db_path, {(m.country, m.city) for m in metros})
+    v6_rnd = random.Random(CATALOGUE_SEED + 66)
+    for metro, by_kind in placed:
+        _give_v6(metro, by_kind, v6.get((metro.country, metro.city), []), v6_rnd)
     if not any(m.weight > 0 for m in metros) or not hosting:
         raise RuntimeError(f"{db_path}: too few usable cities in this GeoIP database")
     return World(metros=metros, networks=networks, hosting=hosting, db_path=db_path)

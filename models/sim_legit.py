@@ -14,7 +14,8 @@ from .sim_config import SimConfig
 from .sim_devices import Device
 from .sim_events import Ctx, Sink
 from .sim_geo import World
-from .sim_population import DAY, User
+from .sim_ipv6 import DualStack
+from .sim_population import DAY, SignIn, TrustGrant, User
 
 SETTLE_DAYS = 14 * DAY   # how long after a change its codes still count as that scenario
 
@@ -52,6 +53,7 @@ class Life:
         self.devices: list[Device] = list(user.devices)
         self.weights = list(user.device_weights)
         self.phone_swapped = False
+        self.dual = DualStack(cfg.seed, user, cfg.ipv6_share)
         if not user.new_user:      # established users already trust some devices
             for d in self.devices:
                 if d.device_id and user.rnd.random() < 0.7:
@@ -77,7 +79,10 @@ class Life:
         if trip and trip.start <= t < trip.end:
             kind = "mobile" if device.kind == "phone" and rnd.random() < 0.6 else "hotel"
             net = rnd.choice(self.world.of(trip.metro, kind) or self.world.of(trip.metro, "hotel"))
-            return Ctx(net.shared_ip(rnd), device.user_agent, device.device_id, net), "travel"
+            ip = net.shared_ip(rnd)
+            if net.kind == "mobile":
+                ip = self.dual.mobile(net) or ip
+            return Ctx(ip, device.user_agent, device.device_id, net), "travel"
         local_h = ((t / 3600.0) + u.metro.utc_offset_h) % 24
         weekday = int(((t + u.metro.utc_offset_h * 3600) // DAY + 4) % 7)
         if u.work_net and device.kind == "desktop" and weekday < 5 and 9 <= local_h < 17 \
@@ -85,13 +90,16 @@ class Life:
             return Ctx(u.work_ip, device.user_agent, device.device_id, u.work_net), "normal"
         if u.mobile_net and device.kind == "phone" and rnd.random() < 0.5:
             net = u.mobile_net
-            return Ctx(net.shared_ip(rnd), device.user_agent, device.device_id, net), "mobile"
+            ip = net.shared_ip(rnd)
+            return Ctx(self.dual.mobile(net) or ip, device.user_agent, device.device_id, net), "mobile"
         ip = u.home_ip
         scenario = "normal"
         if u.ip_change_at is not None and t >= u.ip_change_at:
             ip = u.new_home_ip
             if t < u.ip_change_at + SETTLE_DAYS:
                 scenario = "dynamic_ip"
+        if u.ip_change_at is None:     # a dynamic_ip user's story is their IPv4 lease
+            ip = self.dual.home(u.home_net, t) or ip
         return Ctx(ip, device.user_agent, device.device_id, u.home_net), scenario
 
     def scenario(self, t: float, device: Device, place: str) -> str:
@@ -123,8 +131,11 @@ class Life:
         if not trusted or step_up:
             in_session = self.login_code(t + rnd.uniform(0.4, 3.0), ctx, session, device,
                                          self.scenario(t, device, place))
-        if in_session and rnd.random() < 0.012:
-            self.sensitive(t + rnd.uniform(60, 1800), ctx, session, device, place)
+        if in_session:
+            asks = rnd.random() < 0.012
+            u.signins.append(SignIn(t, session, ctx, device, asks))
+            if asks:
+                self.sensitive(t + rnd.uniform(60, 1800), ctx, session, device, place)
 
     def login_code(self, t: float, ctx: Ctx, session: str, device: Device, scenario: str) -> bool:
         u, rnd, sink, cfg = self.u, self.u.rnd, self.sink, self.cfg
@@ -144,8 +155,10 @@ class Life:
             t += rnd.uniform(5, 30)
         sink.event(t, "code_verified", u.user_id, ctx, session_id=session, success=True)
         if device.device_id is not None and rnd.random() < cfg.trust_rate:
-            sink.event(t + rnd.uniform(1, 4), "device_trusted", u.user_id, ctx, session_id=session)
+            t_trust = t + rnd.uniform(1, 4)
+            sink.event(t_trust, "device_trusted", u.user_id, ctx, session_id=session)
             device.trusted_until = t + cfg.trust_days * DAY
+            u.trust_grants.append(TrustGrant(t_trust, device))
         return True
 
     def sensitive(self, t: float, ctx: Ctx, session: str, device: Device, place: str) -> None:
@@ -173,7 +186,9 @@ class Life:
         self.maybe_feedback(t, code_id, "password_reset", ctx)
         t += math.exp(rnd.gauss(math.log(40), 0.5))
         sink.event(t, "code_verified", u.user_id, ctx, session_id=None, success=True)
-        sink.event(t + rnd.uniform(20, 120), "password_changed", u.user_id, ctx)
+        t_changed = t + rnd.uniform(20, 120)
+        sink.event(t_changed, "password_changed", u.user_id, ctx)
+        u.password_changes.append(t_changed)
         for d in self.devices:
             d.trusted_until = -1.0
         self.sign_in(t + rnd.uniform(150, 400))

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sim_config import SimConfig
+from .sim_config import LOOKALIKES, SimConfig
 from .sim_devices import Device, new_device
+from .sim_events import Ctx
 from .sim_geo import Metro, Network, World
 
 DAY = 86400.0
@@ -24,6 +25,23 @@ class Trip:
     start: float
     end: float
     metro: Metro
+
+
+@dataclass(slots=True)
+class SignIn:
+    """One of the user's own authenticated sessions (what a session thief replays)."""
+    t: float
+    session_id: str
+    ctx: Ctx
+    device: Device
+    sensitive: bool            # the user asked for a security/payment code in it
+
+
+@dataclass(slots=True)
+class TrustGrant:
+    """A device_trusted event: the device skips login codes until ``t + trust_days``."""
+    t: float
+    device: Device
 
 
 @dataclass
@@ -52,6 +70,10 @@ class User:
     new_home_ip: str | None = None
     reset_at: float | None = None
     odd: set = field(default_factory=set)
+    # written while the user's life is played (sim_legit), read by later passes
+    signins: list[SignIn] = field(default_factory=list)
+    trust_grants: list[TrustGrant] = field(default_factory=list)
+    password_changes: list[float] = field(default_factory=list)
 
 
 def user_rng(seed: int, idx: int) -> random.Random:
@@ -73,7 +95,8 @@ def draw_population(cfg: SimConfig, world: World, t0: float, t_end: float) -> li
     pop_rnd = random.Random(cfg.seed * 7919 + 17)
     homes = [m for m in world.metros if m.weight > 0]
     weights = [m.weight for m in homes]
-    odd = {name: _chosen(cfg.users, share, pop_rnd) for name, share in cfg.legit_shares.items()}
+    odd = {name: _chosen(cfg.users, share, pop_rnd) for name, share in cfg.legit_shares.items()
+           if name not in LOOKALIKES}
     users = []
     for idx in range(cfg.users):
         rnd = user_rng(cfg.seed, idx)

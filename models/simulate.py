@@ -16,6 +16,7 @@ from .sim_config import SimConfig
 from .sim_events import Sink
 from .sim_geo import build_world, default_db_path
 from .sim_legit import live
+from .sim_lookalikes import LookAlikes
 from .sim_population import DAY, draw_population
 
 DBIP_CREDIT = "IP geolocation by DB-IP, https://db-ip.com (CC BY 4.0)"
@@ -38,6 +39,7 @@ def generate(cfg: SimConfig) -> tuple[Sink, list[bytes]]:
     for user in users:
         live(user, cfg, world, sink, t0, t_end)
     Attacks(cfg, world, sink, users, t0, t_end).run()
+    LookAlikes(cfg, world, sink, users, t0, t_end).run()     # last: older streams unchanged
     lines = sink.ordered(random.Random(cfg.seed * 31 + 7), cfg.out_of_order, cfg.max_delay_s,
                          cfg.duplicates)
     return sink, lines

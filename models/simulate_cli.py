@@ -34,6 +34,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", action="append", default=[], metavar="SCENARIO=FRACTION",
                    help="override one scenario's share of users (attack: "
                         f"{', '.join(ATTACK_SHARES)}; legit: {', '.join(LEGIT_SHARES)})")
+    p.add_argument("--ipv6-share", type=_fraction, default=SimConfig.ipv6_share,
+                   help="share of users whose devices use IPv6 where their network offers it "
+                        "(default %(default)s; 0 = IPv4-only traffic)")
     p.add_argument("--no-asn", action="store_true",
                    help="omit asn/as_org so the detector falls back to /24 networks")
 
@@ -42,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     cfg = SimConfig(users=args.users, days=args.days, seed=args.seed, start=args.start,
                     geoip_db=args.geoip_db, with_asn=not args.no_asn,
                     out_of_order=args.out_of_order, max_delay_s=args.max_delay,
-                    duplicates=args.duplicates)
+                    duplicates=args.duplicates, ipv6_share=args.ipv6_share)
     cfg.attack_shares = {k: v * args.attack_scale for k, v in cfg.attack_shares.items()}
     for item in args.share:
         name, _, value = item.partition("=")

@@ -137,3 +137,71 @@ def test_password_verified_subset_drops_no_password_attacks():
     assert pw["roc_auc"] == pytest.approx(1.0)
     assert pw["tpr_at_fpr_0.001"] == pytest.approx(1.0)
     assert m["score"]["roc_auc"] < 1.0
+
+
+# issue #12: sessions revoked where a session was stolen, actions checked per scenario
+STOLEN_ROWS = [
+    # code, label, scenario, compromised, stolen, score, alerted, actions
+    ("h1", 1, "session_hijack", False, True, 0.9, True, ["revoke_sessions", "notify_user"]),   # right
+    ("h2", 1, "session_hijack", False, True, 0.8, True, ["force_password_reset", "revoke_sessions"]),
+    ("h3", 1, "session_hijack", False, True, 0.1, False, []),                                  # missed
+    ("i1", 1, "infostealer", True, True, 0.9, True, ["force_password_reset", "revoke_sessions"]),
+    ("i2", 1, "infostealer", True, True, 0.9, True, ["force_password_reset"]),                  # no revoke
+    ("s1", 1, "stuffing", True, False, 0.9, True, ["force_password_reset", "revoke_sessions"]),  # revoke harmless
+    ("n1", 0, "network_switch", False, False, 0.7, True, ["revoke_sessions"]),                  # wrong
+    ("n2", 0, "network_switch", False, False, 0.0, False, []),
+]
+
+
+def stolen_frames():
+    labels = pd.DataFrame([{"code_event_id": c, "user_id": "u" + c, "label": y, "scenario": s,
+                            "password_compromised": pc, "session_stolen": st}
+                           for c, y, s, pc, st, *_ in STOLEN_ROWS])
+    scores = pd.DataFrame([{"code_event_id": c, "user_id": "u" + c, "ts": "2026-01-01T00:00:00Z",
+                            "score": sc, "issue_score": sc, "severity": None, "alerted": al,
+                            "actions": act, "flow": "password_verified"}
+                           for c, y, s, pc, st, sc, al, act in STOLEN_ROWS])
+    return labels, scores
+
+
+def test_revoke_on_stolen_sessions_and_actions_by_scenario():
+    act = evaluate_frames(*stolen_frames())["actions"]
+    assert act["stolen_session_codes"] == 5
+    assert act["revoke_on_stolen"] == 3 and act["revoke_coverage"] == pytest.approx(3 / 5)
+    assert act["revoke_on_legit"] == 1
+    assert act["reset_violations_by_scenario"] == {"session_hijack": 1}
+    rows = {r["scenario"]: r for r in act["by_scenario"]}
+    assert [r["scenario"] for r in act["by_scenario"]] == \
+        ["infostealer", "session_hijack", "stuffing", "network_switch"]     # attacks first
+    assert (rows["session_hijack"]["reset_expected"], rows["session_hijack"]["revoke_expected"]) == (False, True)
+    assert (rows["session_hijack"]["reset"], rows["session_hijack"]["revoke"]) == (1, 2)
+    assert rows["session_hijack"]["correct"] == 1                 # h2 has a reset, h3 nothing
+    assert (rows["infostealer"]["reset_expected"], rows["infostealer"]["revoke_expected"]) == (True, True)
+    assert rows["infostealer"]["correct"] == 1                    # i2 lacks the revoke
+    assert rows["stuffing"]["revoke_expected"] is False and rows["stuffing"]["correct"] == 1
+    assert rows["network_switch"]["correct"] == 1 and rows["network_switch"]["correct_rate"] == 0.5
+
+
+def test_labels_without_session_stolen_still_load(tmp_path):
+    from straycode.models.evaluate import load_labels
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(b'{"code_event_id":"c1","user_id":"u","label":1,"scenario":"x","password_compromised":true}\n')
+    new = tmp_path / "new.jsonl"
+    new.write_bytes(b'{"code_event_id":"c2","user_id":"u","label":1,"scenario":"y",'
+                    b'"password_compromised":false,"session_stolen":true}\n')
+    assert load_labels(old)["session_stolen"].tolist() == [False]
+    assert load_labels(new)["session_stolen"].tolist() == [True]
+
+
+def test_cli_prints_the_revoke_check(tmp_path, capsys):
+    labels, scores = stolen_frames()
+    lp, sp = tmp_path / "labels.jsonl", tmp_path / "scores.jsonl"
+    lp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in labels.to_dict("records")))
+    sp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in scores.to_dict("records")))
+    assert main(["evaluate", "--labels", str(lp), "--scores", str(sp), "--report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "revoke on stolen sessions: 3/5" in out and "revoke_sessions on legit codes: 1" in out
+    line = next(x for x in out.splitlines() if x.startswith("session_hijack ") and "want" in x)
+    assert line.split()[-2:] == ["1", "0.3333"]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "revoke_sessions" in html and "session_hijack" in html
