@@ -48,8 +48,9 @@ def test_verified_code_teaches_its_login_context(run):
     assert b.proven == 1
     assert b.count("net0", "AS29518") == 1 and b.count("net1", "89.160.20.0/24") == 1
     assert b.count("loc0", "SE") == 1 and b.count("loc1", "SE/Linköping") == 1
-    assert b.device("dev-se")[2] == 1 and b.device("dev-se")[3] == 0     # seen once, not trusted
-    assert b.last_place[1:3] == pytest.approx([58.4167, 15.6167]) and b.last_place[3] == "SE/Linköping"
+    assert b.device("dev-se").count == 1 and not b.device("dev-se").trusted   # seen once, not trusted
+    place = b.last_place
+    assert (place.lat, place.lon) == pytest.approx((58.4167, 15.6167)) and place.city == "SE/Linköping"
     assert sum(b.hours) == 1
 
 
@@ -65,7 +66,7 @@ def test_device_trusted_teaches_and_marks_the_device(run):
     run.trust(T0 + 30, "bob", s, "dev-se")
     b = run.det.users["bob"].baseline
     assert b.proven == 1 and b.count("net0", "AS29518") == 1
-    assert b.device("dev-se")[3] == 1 and b.trusted_devices() == 1
+    assert b.device("dev-se").trusted and b.trusted_devices() == 1
 
 
 def test_login_with_a_trusted_device_cookie_teaches_at_once(run):
