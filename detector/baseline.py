@@ -8,6 +8,7 @@ state bounded (it lives in a Faust table) and lets old habits fade.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -73,7 +74,7 @@ class Place(NamedTuple):
 
 
 class Baseline:
-    __slots__ = ("feats", "devices", "hours", "proven", "last_place", "pw_changed")
+    __slots__ = ("feats", "devices", "hours", "proven", "last_place", "pw_changed", "oldest")
 
     def __init__(self):
         # "net0" ASN/block, "net1" prefix, "loc0" country, "loc1" city, "ua0" OS, "ua1" browser
@@ -83,6 +84,9 @@ class Baseline:
         self.proven = 0                 # proven sign-ins ever learned
         self.last_place: Place | None = None
         self.pw_changed = 0
+        # not stored: no entry (feature, device, place) was last seen before this, so ageing
+        # has nothing to drop while the horizon is at or before it (derived when decoded)
+        self.oldest: float = math.inf
 
     # ------------------------------------------------------------------ queries
     def count(self, name: str, value: str | None) -> int:
@@ -137,6 +141,7 @@ class Baseline:
                 entry = table.get(value)
                 if entry is None:
                     table[value] = FeatureEntry(1, t)
+                    self.oldest = min(self.oldest, t)
                     _cap(table, cap, horizon)
                 else:
                     entry.count += 1
@@ -150,6 +155,7 @@ class Baseline:
         self.proven += 1
         if lat is not None and lon is not None and (self.last_place is None or t >= self.last_place.t):
             self.last_place = Place(t, lat, lon, city)
+            self.oldest = min(self.oldest, t)
         self.age(horizon)
 
     def touch_device(self, device_id: str, t: int, browser_key: str | None, cfg: dict,
@@ -157,6 +163,7 @@ class Baseline:
         entry = self.devices.get(device_id)
         if entry is None:
             entry = self.devices[device_id] = DeviceEntry(t, t, 0, False, browser_key)
+            self.oldest = min(self.oldest, t)
         entry.last_seen = max(entry.last_seen, t)
         if count:
             entry.count += 1
@@ -172,6 +179,8 @@ class Baseline:
 
     def age(self, horizon: int) -> None:
         """Drop everything last seen before `horizon` (event time)."""
+        if self.oldest >= horizon:
+            return
         for table in self.feats.values():
             stale = [v for v, e in table.items() if e.last_seen < horizon]
             for v in stale:
@@ -181,6 +190,14 @@ class Baseline:
             del devices[device_id]
         if self.last_place is not None and self.last_place.t < horizon:
             self.last_place = None
+        self._find_oldest()
+
+    def _find_oldest(self) -> None:
+        seen = [e.last_seen for table in self.feats.values() for e in table.values()]
+        seen += [e.last_seen for e in self.devices.values()]
+        if self.last_place is not None:
+            seen.append(self.last_place.t)
+        self.oldest = min(seen, default=math.inf)
 
     # ------------------------------------------------------------------ codec
     def to_wire(self) -> list:
@@ -197,6 +214,7 @@ class Baseline:
         b.devices = {d: DeviceEntry.from_wire(e) for d, e in devices.items()}
         b.hours, b.proven, b.pw_changed = hours, proven, pw_changed
         b.last_place = None if last_place is None else Place.from_wire(last_place)
+        b._find_oldest()
         return b
 
 
