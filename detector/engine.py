@@ -20,10 +20,8 @@ from .enrich import Context, Enricher
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
 from .scoring import Signals, Verdict, score_code
-from .state import (E_SESSION, E_SUCCESS, E_T, P_CHANNEL, P_CTX, P_DEADLINE, P_FAILED, P_ID,
-                    P_PURPOSE, P_SESSION, P_T, P_TS, P_VERIFIED, R_ALERTED, R_CHANNEL, R_CTX,
-                    R_FLOW, R_ID, R_PURPOSE, R_REASONS, R_SCORE, R_STATUS, R_T, S_CTX,
-                    S_LEARNED, S_PASSWORD_OK, VERIFIED_EARLY, NetworkState, UserState)
+from .state import (DecidedCode, HeldEntry, NetworkState, PendingCode, Session, SessionState,
+                    UserState)
 
 Output = ScoreRecord | Alert
 
@@ -105,7 +103,7 @@ class Detector:
     def rebuild_index(self, user_id: str, state: UserState) -> None:
         """Re-register a stored user's pending codes (after a restart or rebalance)."""
         for pending in state.pending.values():
-            self._schedule(pending[P_DEADLINE], user_id, pending[P_ID])
+            self._schedule(pending.deadline, user_id, pending.id)
 
     # ------------------------------------------------------------------ helpers
     def _schedule(self, deadline: float, user_id: str, code_id: str) -> None:
@@ -138,42 +136,41 @@ class Detector:
 
     def _learn_session(self, state: UserState, session_id: str | None, t: float) -> bool:
         session = state.sessions.get(session_id) if session_id else None
-        if session is None or session[S_LEARNED]:
-            return False
-        session[S_LEARNED] = 1
-        ctx = Context.from_list(session[S_CTX]) if session[S_CTX] else None
-        self._learn(state, ctx, t)
+        if session is None or session.state is not SessionState.LOGGED_IN:
+            return False            # unknown, already learned, or its login has not arrived
+        session.state = SessionState.LEARNED
+        self._learn(state, session.ctx, t)
         return True
 
     @staticmethod
-    def _login_of(state: UserState, session_id: str | None) -> list | None:
+    def _login_of(state: UserState, session_id: str | None) -> Session | None:
         """The session's login, or None while it has not arrived (placeholders don't count)."""
         session = state.sessions.get(session_id) if session_id else None
-        return None if session is None or session[S_LEARNED] == VERIFIED_EARLY else session
+        return None if session is None or session.state is SessionState.AWAITING_LOGIN else session
 
     # ------------------------------------------------------------------ handlers
     def _on_login(self, event: Login, state: UserState, out: list[Output]) -> None:
         ctx = self.enricher.context(event)
         t = int(event.t)
         early = state.sessions.get(event.session_id)
-        verified_early = early is not None and early[S_LEARNED] == VERIFIED_EARLY
-        state.add_session(event.session_id, t, event.password_ok, ctx.to_list() if ctx else None,
+        verified_early = early is not None and early.state is SessionState.AWAITING_LOGIN
+        state.add_session(event.session_id, t, event.password_ok, ctx.stored() if ctx else None,
                           self._session_ttl)
         self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
         known = state.baseline.device(event.device_id)
-        if event.password_ok and known is not None and known[3]:
+        if event.password_ok and known is not None and known.trusted:
             # a trusted-device cookie is proof the user was here before
             self._learn_session(state, event.session_id, event.t)
             state.baseline.touch_device(event.device_id, t, ctx.browser if ctx else None, self.cfg)
         if state.pending:
             session_id = event.session_id
-            waiting = [p for p in state.pending.values() if p[P_SESSION] == session_id]
+            waiting = [p for p in state.pending.values() if p.session_id == session_id]
             if len(waiting) > 1:
-                waiting.sort(key=_pending_order)
+                waiting.sort(key=PendingCode.order)
             for pending in waiting:
                 self._maybe_decide(event.user_id, state, pending, out)
         if verified_early:            # its code was entered before this login was delivered
-            state.sessions[event.session_id][S_LEARNED] = 0
+            state.sessions[event.session_id].state = SessionState.LOGGED_IN
             self._learn_session(state, event.session_id, event.t)
 
     def _on_code_issued(self, event: CodeIssued, state: UserState, out: list[Output]) -> None:
@@ -181,8 +178,7 @@ class Detector:
         t = int(event.t)
         state.note_code(t, self._bombing_window)
         session = self._login_of(state, event.session_id)
-        fan_ctx = ctx if ctx is not None and ctx.ip else (
-            Context.from_list(session[S_CTX]) if session and session[S_CTX] else None)
+        fan_ctx = ctx if ctx is not None and ctx.ip else (session.ctx if session else None)
         self._observe_networks(fan_ctx, event.user_id, t, code=True)
         wait = self._verify_window
         if event.session_id is not None and session is None:
@@ -192,31 +188,33 @@ class Detector:
             # delivered late: give its login / verification the grace window from now
             deadline = self.watermark + self._login_grace
             self.stats["late_codes"] += 1
-        pending = [event.event_id, event.t, event.ts, event.session_id, event.channel,
-                   event.purpose, ctx.to_list() if ctx else None, None, 0, deadline]
+        pending = PendingCode(id=event.event_id, t=event.t, ts=event.ts,
+                              session_id=event.session_id, channel=event.channel,
+                              purpose=event.purpose, ctx=ctx.stored() if ctx else None,
+                              deadline=deadline)
         state.pending[event.event_id] = pending
         self._schedule(deadline, event.user_id, event.event_id)
         early = self._count_early_entries(state, pending) if state.early else ()
         self._maybe_decide(event.user_id, state, pending, out)
         for entry in early:           # learn only after deciding, as _on_code_verified does
-            if entry[E_SESSION] is None and entry[E_SUCCESS] and pending[P_CTX]:
-                self._learn(state, Context.from_list(pending[P_CTX]), entry[E_T])
+            if entry.session_id is None and entry.success and pending.ctx:
+                self._learn(state, pending.ctx, entry.t)
 
-    def _count_early_entries(self, state: UserState, pending: list) -> list[list]:
+    def _count_early_entries(self, state: UserState, pending: PendingCode) -> list[HeldEntry]:
         """Apply the held code entries that belong to this code (same session, entered no
         earlier than the code minus the grace window, the rule _on_code_verified matches
         with); an entry without a session is used up by the one code it counts for."""
         taken, kept = [], []
-        session_id, earliest = pending[P_SESSION], pending[P_T] - self._login_grace
+        session_id, earliest = pending.session_id, pending.t - self._login_grace
         for entry in state.early:
-            if entry[E_SESSION] == session_id and entry[E_T] >= earliest:
-                if entry[E_SUCCESS]:
-                    pending[P_VERIFIED] = 1
+            if entry.session_id == session_id and entry.t >= earliest:
+                if entry.success:
+                    pending.verified = True
                 else:
-                    pending[P_FAILED] += 1
+                    pending.failed += 1
                 taken.append(entry)
                 self.stats["verified_early"] += 1
-                if entry[E_SESSION] is None:
+                if entry.session_id is None:
                     continue
             kept.append(entry)
         state.early = kept
@@ -225,35 +223,36 @@ class Detector:
     def _on_code_verified(self, event: CodeVerified, state: UserState, out: list[Output]) -> None:
         session_id = event.session_id
         latest = event.t + self._login_grace
-        matches = [p for p in state.pending.values() if p[P_SESSION] == session_id
-                   and p[P_T] <= latest]
+        matches = [p for p in state.pending.values() if p.session_id == session_id
+                   and p.t <= latest]
         if session_id is None and matches:
-            matches = [max(matches, key=_pending_order)]
+            matches = [max(matches, key=PendingCode.order)]
         if not matches:               # its code may still come (another topic, skewed clocks)
             self.stats["verified_unmatched"] += 1
             state.hold_verification(event.t, session_id, event.success, self._session_ttl)
-        for pending in (sorted(matches, key=_pending_order) if len(matches) > 1 else matches):
+        for pending in (sorted(matches, key=PendingCode.order) if len(matches) > 1 else matches):
             if event.success:
-                pending[P_VERIFIED] = 1
+                pending.verified = True
             else:
-                pending[P_FAILED] += 1
+                pending.failed += 1
             self._maybe_decide(event.user_id, state, pending, out)
         # learn only after deciding: a code is scored against the history before it
         if event.success:
             if event.session_id is not None and event.session_id not in state.sessions:
                 # delivered before its login (separate topics): learn when the login comes
-                state.sessions[event.session_id] = [int(event.t), False, None, VERIFIED_EARLY]
+                state.sessions[event.session_id] = Session(int(event.t), False, None,
+                                                           SessionState.AWAITING_LOGIN)
             elif event.session_id is not None:
                 self._learn_session(state, event.session_id, event.t)
             for pending in matches:
-                if event.session_id is None and pending[P_CTX]:
-                    self._learn(state, Context.from_list(pending[P_CTX]), event.t)
+                if event.session_id is None and pending.ctx:
+                    self._learn(state, pending.ctx, event.t)
 
     def _on_device_trusted(self, event: DeviceTrusted, state: UserState, out: list[Output]) -> None:
         session = state.sessions.get(event.session_id)
         browser = None
-        if session is not None and session[S_CTX]:
-            browser = Context.from_list(session[S_CTX]).browser
+        if session is not None and session.ctx:
+            browser = session.ctx.browser
         elif event.user_agent:
             ctx = self.enricher.context(event)
             browser = ctx.browser if ctx else None
@@ -273,16 +272,16 @@ class Detector:
             self.stats["feedback_unmatched"] += 1
             return
         if event.verdict == "me":
-            if record[R_CTX] and record[R_STATUS] != "benign":
-                self._learn(state, Context.from_list(record[R_CTX]), event.t)
-            if record[R_ALERTED] and record[R_STATUS] != "benign":
-                record[R_STATUS] = "benign"
+            if record.ctx and record.status != "benign":
+                self._learn(state, record.ctx, event.t)
+            if record.alerted and record.status != "benign":
+                record.status = "benign"
                 out.append(self._update(event, state, record, "benign", "feedback_me",
                                         "the user confirmed they requested this code", -10.0))
             return
-        if record[R_STATUS] == "escalated":
+        if record.status == "escalated":
             return
-        record[R_STATUS] = "escalated"
+        record.status = "escalated"
         out.append(self._update(event, state, record, "escalated", "feedback_not_me",
                                 "the user reported this code as not requested by them",
                                 self.cfg["weights"]["feedback_not_me"]))
@@ -292,28 +291,29 @@ class Detector:
                  UserFeedback: _on_feedback}
 
     # ------------------------------------------------------------------ decisions
-    def _maybe_decide(self, user_id: str, state: UserState, pending: list, out: list[Output]) -> None:
-        session_id = pending[P_SESSION]
+    def _maybe_decide(self, user_id: str, state: UserState, pending: PendingCode,
+                      out: list[Output]) -> None:
+        session_id = pending.session_id
         if session_id is not None and self._login_of(state, session_id) is None:
             return                                       # hold for its login (grace window)
-        if self._verify_window == 0 or pending[P_VERIFIED]:
+        if self._verify_window == 0 or pending.verified:
             self._decide(user_id, state, pending, out)
 
-    def _decide(self, user_id: str, state: UserState, pending: list, out: list[Output],
+    def _decide(self, user_id: str, state: UserState, pending: PendingCode, out: list[Output],
                 not_me: bool = False) -> None:
-        code_id, t = pending[P_ID], pending[P_T]
+        code_id, t = pending.id, pending.t
         del state.pending[code_id]
-        session = self._login_of(state, pending[P_SESSION])
-        login_ctx = Context.from_list(session[S_CTX]) if session and session[S_CTX] else None
-        # the code's own context is scored only without a login context; else it is built
-        # for the alert only (below)
-        code_ctx = Context.from_list(pending[P_CTX]) if login_ctx is None and pending[P_CTX] else None
+        session = self._login_of(state, pending.session_id)
+        login_ctx = session.ctx if session else None
+        # the code's own context is scored only without a login context; else it is shown
+        # in the alert only (below)
+        code_ctx = pending.ctx if login_ctx is None else None
         flow = _flow(pending, session)
         ctx = login_ctx or code_ctx
         waited = self._verify_window > 0
-        verified = bool(pending[P_VERIFIED]) if waited or pending[P_VERIFIED] else None
-        sig = Signals(t=t, purpose=pending[P_PURPOSE], flow=flow, ctx=ctx, verified=verified,
-                      failed_attempts=pending[P_FAILED],
+        verified = pending.verified if waited or pending.verified else None
+        sig = Signals(t=t, purpose=pending.purpose, flow=flow, ctx=ctx, verified=verified,
+                      failed_attempts=pending.failed,
                       codes_in_window=_codes_near(state.code_times, t, self._bombing_window),
                       feedback_not_me=not_me)
         self._cross_user(sig, ctx, t)
@@ -322,8 +322,8 @@ class Detector:
         alerted = severity is not None and SEVERITY_RANK[severity] >= self._min_alert_rank
         actions = self.policy.actions(flow, severity, verdict.codes()) if alerted else []
         terms = verdict.terms
-        record = ScoreRecord(code_id, user_id, pending[P_TS], verdict.score, verdict.issue_score,
-                             severity, alerted, actions, flow, pending[P_PURPOSE],
+        record = ScoreRecord(code_id, user_id, pending.ts, verdict.score, verdict.issue_score,
+                             severity, alerted, actions, flow, pending.purpose,
                              {term.code: round(term.weight, 3) for term in terms if term.weight})
         out.append(record)
         self.stats["codes_decided"] += 1
@@ -333,18 +333,20 @@ class Detector:
                 net.outcome(int(t), verified)
                 self.networks[key] = net
         # kept for feedback: what a `me` would teach, what a `not_me` update would show
-        keep_ctx = ctx.to_list() if ctx is not None and (alerted or not verified) else None
+        keep_ctx = ctx if alerted or not verified else None
         status = "escalated" if sig.feedback_not_me else "open"
         positive = [term for term in terms if term.weight > 0]   # filter, then sort: same order
         if len(positive) > 1:
             positive.sort(key=_term_order)
         top = [term.code for term in positive[:4]]
-        state.remember([code_id, int(t), round(verdict.score, 4), severity, flow, int(alerted),
-                        pending[P_PURPOSE], pending[P_CHANNEL], top, keep_ctx, status],
+        state.remember(DecidedCode(id=code_id, t=int(t), score=round(verdict.score, 4),
+                                   issue_score=verdict.issue_score, flow=flow, alerted=alerted,
+                                   purpose=pending.purpose, channel=pending.channel,
+                                   reasons=top, ctx=keep_ctx, status=status),
                        self._recent_kept, int(self.watermark))
         if alerted:
-            if login_ctx is not None and pending[P_CTX]:
-                code_ctx = Context.from_list(pending[P_CTX])
+            if login_ctx is not None:
+                code_ctx = pending.ctx
             self.stats["alerts"] += 1
             out.append(self._alert(user_id, state, pending, verdict, flow, actions, login_ctx,
                                    code_ctx, status))
@@ -365,58 +367,61 @@ class Detector:
             sig.net_decided = decided
             sig.net_unverified_ratio = net.unverified / decided if decided >= 1 else None
 
-    def _alert(self, user_id: str, state: UserState, pending: list, verdict: Verdict, flow: str,
+    def _alert(self, user_id: str, state: UserState, pending: PendingCode, verdict: Verdict, flow: str,
                actions: list[str], login_ctx: Context | None, code_ctx: Context | None,
                status: str) -> Alert:
         proven = state.baseline.proven
         confidence = round(min(1.0, 0.5 + 0.5 * min(proven, 10) / 10) * verdict.score, 3)
         return Alert(
-            alert_id=alert_id_for(pending[P_ID]), kind="created", code_event_id=pending[P_ID],
-            user_id=user_id, ts=utc_iso(pending[P_T]), decided_ts=utc_iso(self.watermark),
+            alert_id=alert_id_for(pending.id), kind="created", code_event_id=pending.id,
+            user_id=user_id, ts=utc_iso(pending.t), decided_ts=utc_iso(self.watermark),
             score=verdict.score, issue_score=verdict.issue_score, severity=verdict.severity,
-            confidence=confidence, flow=flow, purpose=pending[P_PURPOSE],
-            channel=pending[P_CHANNEL], reasons=verdict.reasons(), actions=actions,
+            confidence=confidence, flow=flow, purpose=pending.purpose,
+            channel=pending.channel, reasons=verdict.reasons(), actions=actions,
             observed={"login": login_ctx.to_dict() if login_ctx else None,
                       "code": code_ctx.to_dict() if code_ctx else None},
             baseline=state.baseline.summary(), status=status)
 
-    def _update(self, event: UserFeedback, state: UserState, record: list, status: str,
+    def _update(self, event: UserFeedback, state: UserState, record: DecidedCode, status: str,
                 code: str, detail: str, weight: float) -> Alert:
         """Re-emit an alert (same id) after the user's feedback."""
         if status == "escalated":
-            severity, score = "critical", max(record[R_SCORE], self.cfg["severity"]["critical"])
+            severity, score = "critical", max(record.score, self.cfg["severity"]["critical"])
         else:
-            severity, score = "low", min(record[R_SCORE], self.cfg["severity"]["low"])
-        flow = record[R_FLOW]
-        signals = set(record[R_REASONS]) | ({code} if weight > 0 else set())
+            severity, score = "low", min(record.score, self.cfg["severity"]["low"])
+        flow = record.flow
+        signals = set(record.reasons) | ({code} if weight > 0 else set())
         actions = self.policy.actions(flow, severity, signals) if status == "escalated" else []
         reasons = [{"code": code, "detail": detail, "weight": weight}] + [
-            {"code": c, "detail": "as in the original alert", "weight": 0.0} for c in record[R_REASONS]]
-        ctx = Context.from_list(record[R_CTX]) if record[R_CTX] else None
-        kind = "updated" if record[R_ALERTED] else "created"
-        self.stats["alert_updates" if record[R_ALERTED] else "alerts"] += 1
-        record[R_ALERTED] = 1
+            {"code": c, "detail": "as in the original alert", "weight": 0.0} for c in record.reasons]
+        ctx = record.ctx
+        kind = "updated" if record.alerted else "created"
+        self.stats["alert_updates" if record.alerted else "alerts"] += 1
+        record.alerted = True
+        # what was known when the code was sent; records stored before version 4 kept only
+        # the final score
+        issue_score = record.score if record.issue_score is None else record.issue_score
         return Alert(
-            alert_id=alert_id_for(record[R_ID]), kind=kind, code_event_id=record[R_ID],
-            user_id=event.user_id, ts=utc_iso(record[R_T]), decided_ts=utc_iso(event.t),
-            score=round(score, 6), issue_score=record[R_SCORE], severity=severity,
-            confidence=1.0, flow=flow, purpose=record[R_PURPOSE], channel=record[R_CHANNEL],
+            alert_id=alert_id_for(record.id), kind=kind, code_event_id=record.id,
+            user_id=event.user_id, ts=utc_iso(record.t), decided_ts=utc_iso(event.t),
+            score=round(score, 6), issue_score=issue_score, severity=severity,
+            confidence=1.0, flow=flow, purpose=record.purpose, channel=record.channel,
             reasons=reasons, actions=actions,
-            observed={side: (ctx.to_dict() if ctx and side == _ctx_side(flow, record[R_PURPOSE]) else None)
+            observed={side: (ctx.to_dict() if ctx and side == _ctx_side(flow, record.purpose) else None)
                       for side in ("login", "code")},
             baseline=state.baseline.summary(), status=status,
             extra={"feedback_event_id": event.event_id})
 
 
-def _flow(pending: list, session: list | None) -> str:
+def _flow(pending: PendingCode, session: Session | None) -> str:
     """Was the password typed correctly before this code? (decides force_password_reset)"""
-    if pending[P_PURPOSE] == "password_reset":
+    if pending.purpose == "password_reset":
         return "no_password"
-    if pending[P_SESSION] is None:
+    if pending.session_id is None:
         return "no_session"
     if session is None:
         return "login_missing"
-    return "password_verified" if session[S_PASSWORD_OK] else "no_password"
+    return "password_verified" if session.password_ok else "no_password"
 
 
 def _ctx_side(flow: str, purpose: str) -> str:
@@ -444,10 +449,6 @@ _KEYS_CACHE_MAX = 1 << 17
 _EVENT_STAT = {etype: f"events.{etype}" for etype in
                ("login", "code_issued", "code_verified", "device_trusted", "password_changed",
                 "user_feedback")}
-
-
-def _pending_order(pending: list) -> tuple:
-    return pending[P_T], pending[P_ID]
 
 
 def _term_order(term) -> tuple:

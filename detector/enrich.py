@@ -7,7 +7,7 @@ win over lookups: the identity platform often knows better (e.g. its own CDN hea
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +31,10 @@ class IpInfo:
     lat: float | None
     lon: float | None
     private: bool                # RFC 1918, loopback, link-local, reserved: no geo
+
+
+UA_KEPT = 160                    # characters of a user agent kept in stored state
+CONTEXT_WIRE_LEN = 14
 
 
 @dataclass(slots=True)
@@ -60,14 +64,30 @@ class Context:
             "dev": (self.device_id,),
         }
 
-    def to_list(self) -> list:
+    def stored(self) -> "Context":
+        """This context as the state keeps it: the user agent cut to UA_KEPT characters
+        (an empty one is None), so a kept context reads the same before and after its codec."""
+        ua = self.user_agent
+        if ua is None or 0 < len(ua) <= UA_KEPT:
+            return self
+        return replace(self, user_agent=_kept_ua(ua))
+
+    # ------------------------------------------------------------------ codec
+    # wire layout 1 (the only one so far): a positional list, read and written here only
+    def to_wire(self) -> list:
         return [self.ip, self.prefix, self.network, self.asn, self.as_org, self.country,
                 self.city, self.lat, self.lon, self.private, self.device_id,
-                (self.user_agent or "")[:160] or None, self.browser, self.os]
+                _kept_ua(self.user_agent), self.browser, self.os]
 
     @classmethod
-    def from_list(cls, values: list) -> "Context":
-        return cls(*values)
+    def from_wire(cls, values: list) -> "Context":
+        if len(values) != CONTEXT_WIRE_LEN:
+            raise ValueError(f"stored context has {len(values)} fields, layout 1 has {CONTEXT_WIRE_LEN}")
+        (ip, prefix, network, asn, as_org, country, city, lat, lon, private, device_id,
+         user_agent, browser, os_key) = values
+        return cls(ip=ip, prefix=prefix, network=network, asn=asn, as_org=as_org,
+                   country=country, city=city, lat=lat, lon=lon, private=private,
+                   device_id=device_id, user_agent=user_agent, browser=browser, os=os_key)
 
     def to_dict(self) -> dict:
         city = self.city.split("/", 1)[1] if self.city else None
@@ -76,6 +96,10 @@ class Context:
                 "city": city, "lat": self.lat, "lon": self.lon, "private_ip": self.private,
                 "device_id": self.device_id, "user_agent": self.user_agent,
                 "ua_family": self.browser}
+
+
+def _kept_ua(user_agent: str | None) -> str | None:
+    return (user_agent or "")[:UA_KEPT] or None
 
 
 def _open(path: str | Path | None):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .baseline import _LEVEL_NAMES, values  # noqa: F401  (values: kept for importers)
+from .baseline import _LEVEL_NAMES
 
 VOCAB = {"net0": 2000, "loc0": 200, "ua0": 50}   # pseudo-vocabulary sizes for smoothing
 CHILD_VOCAB = 20
@@ -21,7 +21,7 @@ class Population:
 
     def observe(self, features: dict[str, tuple]) -> None:
         counts, totals = self.counts, self.totals
-        for family, names in _LEVEL_NAMES:          # = baseline.values(features), inlined
+        for family, names in _LEVEL_NAMES:
             for name, value in zip(names, features[family]):
                 if value is not None:
                     table = counts[name]

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from operator import itemgetter
 from functools import partial
 from typing import Callable
 
-from .baseline import Baseline, hour_of
+from .baseline import Baseline, DeviceEntry, hour_of
 from .enrich import Context
 from .geo import haversine_km
-from .population import CHILD_VOCAB, VOCAB, Population
+from .population import Population
 
 DEVICE_GLOBAL_P = 1e-4            # a device id belongs to one user: globally rare by design
 SENSITIVE = frozenset({"security_settings", "payment"})
@@ -90,9 +89,8 @@ def severity_of(score: float, bands: dict) -> str | None:
     return None
 
 
-def _clip(x: float, cfg: dict) -> float:
-    w = cfg["weights"]
-    return max(w["term_min"], min(w["term_max"], x))
+def _clip(x: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, x))
 
 
 def _mixture(raw_llr: float, share: float) -> float:
@@ -104,61 +102,22 @@ def _mixture(raw_llr: float, share: float) -> float:
     return math.log((1.0 - share) * math.exp(min(raw_llr, 50.0)) + share)
 
 
-def _family_llr(b: Baseline, pop: Population, family: str, values: tuple, alpha: float) -> float:
-    """Hierarchical log LR over (coarse, fine) levels of one feature family."""
-    name0, name1 = _LEVELS.get(family) or (f"{family}0", f"{family}1")
-    return _levels_llr(b, pop, name0, name1, values[0], values[1], alpha)
-
-
-def _levels_llr(b: Baseline, pop: Population, name0: str, name1: str, coarse, fine,
-                alpha: float) -> float:
-    """:func:`_family_llr` with the level names given (same arithmetic, same order)."""
-    feats = b.feats
-    llr = 0.0
-    table = feats.get(name0)
-    if table:
-        n_user = sum(map(_first, table.values()))
-        entry = table.get(coarse) if coarse is not None else None
-        c0 = entry[0] if entry else 0
-    else:
-        n_user = c0 = 0
-    exact = type(pop) is Population        # its p / p_given inlined (same lookups, same order)
-    if exact:
-        counts = pop.counts
-        parent = counts[name0].get(coarse, 0) if coarse is not None else 0
-        pg0 = (parent + 1.0) / (pop.totals[name0] + VOCAB.get(name0, 1000))
-    else:
-        pg0 = pop.p(name0, coarse)
+def _family_llr(b: Baseline, pop: Population, family: str, coarse: str | None,
+                fine: str | None, alpha: float) -> float:
+    """Hierarchical log LR over the (coarse, fine) levels of one feature family."""
+    name0, name1 = _LEVELS[family]
     log = math.log
-    llr += log(pg0) - log((c0 + alpha * pg0) / (n_user + alpha))
+    c0 = b.count(name0, coarse)
+    pg0 = pop.p(name0, coarse)
+    llr = log(pg0) - log((c0 + alpha * pg0) / (b.total(name0) + alpha))
     if fine is not None:
-        if exact:
-            pg1 = (counts[name1].get(fine, 0) + 1.0) / (parent + CHILD_VOCAB)
-        else:
-            pg1 = pop.p_given(name1, fine, name0, coarse)
-        table = feats.get(name1)
-        entry = table.get(fine) if table else None
-        c1 = entry[0] if entry else 0
+        pg1 = pop.p_given(name1, fine, name0, coarse)
+        c1 = b.count(name1, fine)
         llr += log(pg1) - log((c1 + alpha * pg1) / (c0 + alpha))
     return llr
 
 
 _LEVELS = {family: (f"{family}0", f"{family}1") for family in ("net", "loc", "ua")}
-_first = itemgetter(0)
-
-
-def _combine2(a: float, b: float) -> float:
-    """:func:`_combine` of exactly two terms, without the sorting (same result, bit for bit)."""
-    total = 0.0
-    if a > 0:
-        total += (a + 0.3 * b if a >= b else b + 0.3 * a) if b > 0 else a + 0.3 * 0
-    elif b > 0:
-        total += b + 0.3 * 0
-    if a < 0:
-        total += (a + 0.3 * b if a <= b else b + 0.3 * a) if b < 0 else a + 0.3 * 0
-    elif b < 0:
-        total += b + 0.3 * 0
-    return total
 
 
 def _combine(terms: list[float]) -> float:
@@ -177,7 +136,7 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     alpha = cfg["smoothing_alpha"]
     local, on_device = cfg["local_attacker_share"], cfg["device_attacker_share"]
     weights = cfg["weights"]
-    lo, hi = weights["term_min"], weights["term_max"]       # _clip, inlined
+    lo, hi = weights["term_min"], weights["term_max"]
     out: list[Term] = []
     memo: list[dict] = []
 
@@ -188,12 +147,10 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     # --- network + location (move together when travelling)
     net = loc = 0.0
     if ctx.network is not None:
-        net = max(lo, min(hi, _mixture(_levels_llr(b, pop, "net0", "net1", ctx.network, ctx.prefix,
-                                                   alpha), local)))
+        net = _clip(_mixture(_family_llr(b, pop, "net", ctx.network, ctx.prefix, alpha), local), lo, hi)
     if ctx.country is not None:
-        loc = max(lo, min(hi, _mixture(_levels_llr(b, pop, "loc0", "loc1", ctx.country, ctx.city,
-                                                   alpha), local)))
-    netloc = max(_combine2(net, loc), math.log(local))
+        loc = _clip(_mixture(_family_llr(b, pop, "loc", ctx.country, ctx.city, alpha), local), lo, hi)
+    netloc = max(_combine([net, loc]), math.log(local))
     if ctx.network is not None or ctx.country is not None:
         out.append(Term(_netloc_code(b, ctx),
                         lambda: _netloc_detail(ctx, summary(), net, loc), netloc))
@@ -203,14 +160,13 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if ctx.device_id is None:
         dev = weights["null_device"]
     else:
-        count = max(known[2], 1) if known else 0
-        n_dev = b.device_total() + (0 if known is None or known[2] else 1)
+        count = max(known.count, 1) if known else 0
+        n_dev = b.device_total() + (0 if known is None or known.count else 1)
         p_user = (count + alpha * DEVICE_GLOBAL_P) / (n_dev + alpha)
-        dev = max(lo, min(hi, _mixture(_LOG_DEVICE_GLOBAL_P - math.log(p_user), on_device)))
+        dev = _clip(_mixture(_LOG_DEVICE_GLOBAL_P - math.log(p_user), on_device), lo, hi)
     if ctx.os is not None:
-        ua = max(lo, min(hi, _mixture(_levels_llr(b, pop, "ua0", "ua1", ctx.os, ctx.browser, alpha),
-                                      local)))
-    devua = max(_combine2(dev, ua), math.log(on_device if known else local))
+        ua = _clip(_mixture(_family_llr(b, pop, "ua", ctx.os, ctx.browser, alpha), local), lo, hi)
+    devua = max(_combine([dev, ua]), math.log(on_device if known else local))
     out.append(Term(_devua_code(b, ctx, known),
                     lambda: _devua_detail(ctx, summary(), known, dev, ua), devua))
     # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
@@ -220,18 +176,18 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         h = hour_of(t)
         near = hours_seen[h] + hours_seen[(h - 1) % 24] + hours_seen[(h + 1) % 24]
         p_user = (near + alpha * 3 / 24) / (n_hours + alpha)
-        hour = max(-1.0, min(1.0, _LOG_3_24 - math.log(p_user)))
+        hour = _clip(_LOG_3_24 - math.log(p_user), -1.0, 1.0)
         if abs(hour) >= 0.05:
             out.append(Term("unusual_hour" if hour > 0 else "usual_hour",
                             partial(_hour_detail, h, near, n_hours), hour))
     # --- travel speed since the last proven sign-in
     if b.last_place is not None and ctx.lat is not None and ctx.lon is not None:
-        t_last, lat, lon, city = b.last_place
-        km = haversine_km(lat, lon, ctx.lat, ctx.lon)
-        hours = max(abs(t - t_last) / 3600.0, 1 / 60)   # a decision may come after later proof
+        last = b.last_place
+        km = haversine_km(last.lat, last.lon, ctx.lat, ctx.lon)
+        hours = max(abs(t - last.t) / 3600.0, 1 / 60)   # a decision may come after later proof
         if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
             out.append(Term("impossible_travel",
-                            f"{city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
+                            f"{last.city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
                             f"{hours:.1f} h ({km / hours:,.0f} km/h)", weights["impossible_travel"]))
     return out
 
@@ -264,23 +220,24 @@ def _netloc_detail(ctx: Context, summary: dict, net: float, loc: float) -> str:
             f"places: {known_places} (network {net:+.1f}, location {loc:+.1f})")
 
 
-def _devua_code(b: Baseline, ctx: Context, known: list | None) -> str:
+def _devua_code(b: Baseline, ctx: Context, known: DeviceEntry | None) -> str:
     if ctx.device_id is None:
         return "no_device_id"
     if known is None:
         return "new_device"
     if ctx.browser and not b.count("ua1", ctx.browser):
         return "known_device_new_browser"
-    return "trusted_device" if known[3] else "known_device"
+    return "trusted_device" if known.trusted else "known_device"
 
 
-def _devua_detail(ctx: Context, summary: dict, known: list | None, dev: float, ua: float) -> str:
+def _devua_detail(ctx: Context, summary: dict, known: DeviceEntry | None, dev: float,
+                  ua: float) -> str:
     if ctx.device_id is None:
         what = "no device id (cookie-less or blocked browser)"
     elif known is None:
         what = f"device {ctx.device_id} never seen"
     else:
-        what = f"device {ctx.device_id} seen {known[2]}x" + (", trusted" if known[3] else "")
+        what = f"device {ctx.device_id} seen {known.count}x" + (", trusted" if known.trusted else "")
     browsers = ", ".join(summary["browsers"]) or "none"
     return (f"{what}; user has {summary['devices']} known devices ({summary['trusted_devices']} "
             f"trusted); {ctx.browser or 'no user agent'} vs known {browsers} "

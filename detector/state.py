@@ -10,22 +10,17 @@ import base64
 import math
 import zlib
 from array import array
-from zlib import crc32 as _crc32
 
 import orjson
 
-from .baseline import Baseline
+from dataclasses import dataclass
+from enum import IntEnum
 
-# pending code fields (a list, for compact storage)
-P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P_DEADLINE = range(10)
-# recent (decided) code fields
-R_ID, R_T, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(11)
-# session fields
-S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
-# a code entry held for its code: [t, session_id, success]
-E_T, E_SESSION, E_SUCCESS = range(3)
+from .baseline import Baseline
+from .enrich import Context
+
+USER_STATE_VERSION = 4     # 4: decided codes keep their issue score (not their severity)
 EARLY_MAX = 8              # held code entries per user
-VERIFIED_EARLY = -1        # S_LEARNED of a placeholder: the code was entered before the login arrived
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
 SEEN_MAX = 48              # dedup memory: the user's last 48 event ids (redelivery comes soon)
@@ -37,23 +32,134 @@ def short_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+def _ctx_in(values: list | None) -> Context | None:
+    return None if values is None else Context.from_wire(values)
+
+
+def _ctx_out(ctx: Context | None) -> list | None:
+    return None if ctx is None else ctx.to_wire()
+
+
+# ---------------------------------------------------------------------- records
+# Each record is written to and read from its compact wire form (a positional list) in
+# its own to_wire / from_wire and nowhere else. Contexts kept in records are
+# Context.stored() (user agent cut), so a record reads the same before and after the codec.
+
+class SessionState(IntEnum):
+    """What is known about a session (the wire keeps the number)."""
+    LOGGED_IN = 0          # its login arrived; its context is not in the baseline (yet)
+    LEARNED = 1            # the session proved itself (code entered, trusted device): learned
+    AWAITING_LOGIN = -1    # a code was entered before the login was delivered: placeholder
+
+
+@dataclass(slots=True)
+class Session:
+    """A login the user's codes can be correlated with."""
+    t: int
+    password_ok: bool
+    ctx: Context | None
+    state: SessionState = SessionState.LOGGED_IN
+
+    def to_wire(self) -> list:
+        return [self.t, self.password_ok, _ctx_out(self.ctx), int(self.state)]
+
+    @classmethod
+    def from_wire(cls, values: list) -> "Session":
+        t, password_ok, ctx, state = values
+        return cls(t=t, password_ok=password_ok, ctx=_ctx_in(ctx), state=SessionState(state))
+
+
+@dataclass(slots=True)
+class PendingCode:
+    """A code request waiting for its login, its entry or the end of its wait window."""
+    id: str
+    t: float
+    ts: str
+    session_id: str | None
+    channel: str
+    purpose: str
+    ctx: Context | None          # the requester's own context, when the event carried one
+    deadline: float
+    verified: bool = False       # entered successfully
+    failed: int = 0              # wrong entries
+
+    def to_wire(self) -> list:
+        return [self.id, self.t, self.ts, self.session_id, self.channel, self.purpose,
+                _ctx_out(self.ctx), 1 if self.verified else None, self.failed, self.deadline]
+
+    @classmethod
+    def from_wire(cls, values: list) -> "PendingCode":
+        code_id, t, ts, session_id, channel, purpose, ctx, verified, failed, deadline = values
+        return cls(id=code_id, t=t, ts=ts, session_id=session_id, channel=channel,
+                   purpose=purpose, ctx=_ctx_in(ctx), deadline=deadline,
+                   verified=bool(verified), failed=failed)
+
+    def order(self) -> tuple:
+        """Codes of one session are handled oldest first (ties by id: deterministic)."""
+        return self.t, self.id
+
+
+@dataclass(slots=True)
+class DecidedCode:
+    """A decided code, kept for feedback and for re-emitting its alert."""
+    id: str
+    t: int
+    score: float                 # rounded to 4 digits
+    issue_score: float | None    # the score without outcome terms; None: stored by version <= 3
+    flow: str
+    alerted: bool
+    purpose: str
+    channel: str
+    reasons: list[str]           # codes of the strongest positive terms
+    ctx: Context | None          # what a `me` teaches, what an update shows
+    status: str                  # open | escalated | benign
+
+    def to_wire(self) -> list:
+        return [self.id, self.t, self.score, self.issue_score, self.flow, int(self.alerted),
+                self.purpose, self.channel, self.reasons, _ctx_out(self.ctx), self.status]
+
+    @classmethod
+    def from_wire(cls, values: list, version: int = USER_STATE_VERSION) -> "DecidedCode":
+        # up to version 3 the fourth field was the severity (never read back), not the issue score
+        code_id, t, score, fourth, flow, alerted, purpose, channel, reasons, ctx, status = values
+        return cls(id=code_id, t=t, score=score, issue_score=fourth if version >= 4 else None,
+                   flow=flow, alerted=bool(alerted), purpose=purpose, channel=channel,
+                   reasons=reasons, ctx=_ctx_in(ctx), status=status)
+
+
+@dataclass(slots=True)
+class HeldEntry:
+    """A code entry that came before its code, held until the code arrives."""
+    t: float
+    session_id: str | None
+    success: bool
+
+    def to_wire(self) -> list:
+        return [self.t, self.session_id, self.success]
+
+    @classmethod
+    def from_wire(cls, values: list) -> "HeldEntry":
+        t, session_id, success = values
+        return cls(t=t, session_id=session_id, success=success)
+
+
 class UserState:
     """Everything straycode keeps about one user."""
     __slots__ = ("baseline", "sessions", "pending", "recent", "code_times", "seen", "early")
 
     def __init__(self):
         self.baseline = Baseline()
-        self.sessions: dict[str, list] = {}      # session_id -> [t, password_ok, ctx, learned]
-        self.pending: dict[str, list] = {}       # code event id -> pending code (P_* fields)
-        self.recent: list[list] = []             # decided codes, newest last (R_* fields)
-        self.code_times: list[int] = []          # recent code requests, for bombing
-        self.seen: dict[int, None] = {}          # short_hash(event_id) of recent events, oldest first
-        self.early: list[list] = []              # code_verified with no code yet (E_* fields)
+        self.sessions: dict[str, Session] = {}
+        self.pending: dict[str, PendingCode] = {}   # code event id -> pending code
+        self.recent: list[DecidedCode] = []          # decided codes, newest last
+        self.code_times: list[int] = []              # recent code requests, for bombing
+        self.seen: dict[int, None] = {}              # short_hash(event_id) of recent events, oldest first
+        self.early: list[HeldEntry] = []             # code_verified with no code yet
 
     # ------------------------------------------------------------------ dedup
     def is_duplicate(self, event_id: str) -> bool:
         """True when this event id is among the user's last SEEN_MAX; records it otherwise."""
-        key = _crc32(event_id.encode())           # short_hash, inlined
+        key = short_hash(event_id)
         seen = self.seen
         if key in seen:
             return True
@@ -63,51 +169,50 @@ class UserState:
         return False
 
     # ------------------------------------------------------------------ sessions
-    def add_session(self, session_id: str, t: int, password_ok: bool, ctx: list | None,
+    def add_session(self, session_id: str, t: int, password_ok: bool, ctx: Context | None,
                     ttl: int) -> None:
         old = self.sessions.get(session_id)
-        learned = old[S_LEARNED] if old else 0
+        state = old.state if old else SessionState.LOGGED_IN
         # a later password_ok=False attempt in the same session must not hide an earlier success
-        password_ok = password_ok or bool(old and old[S_PASSWORD_OK])
+        password_ok = password_ok or bool(old and old.password_ok)
         sessions = self.sessions
-        sessions[session_id] = [t, password_ok, ctx, learned]
+        sessions[session_id] = Session(t, password_ok, ctx, state)
         # sessions whose codes still wait for a decision are kept: evicting them would turn a
         # bombing burst's codes into login_missing and hide that the password was typed
         # (`waiting` and `idle` are only built when something may be evicted)
         waiting = None
         horizon = t - ttl
-        stale = [s for s, v in sessions.items() if v[S_T] < horizon]
+        stale = [s for s, v in sessions.items() if v.t < horizon]
         if stale:
-            waiting = {p[P_SESSION] for p in self.pending.values()}
+            waiting = {p.session_id for p in self.pending.values()}
             waiting.add(session_id)
             for sid in stale:
                 if sid not in waiting:
                     del sessions[sid]
         if len(sessions) > MAX_SESSIONS:
             if waiting is None:
-                waiting = {p[P_SESSION] for p in self.pending.values()}
+                waiting = {p.session_id for p in self.pending.values()}
                 waiting.add(session_id)
-            idle = sorted((v[S_T], s) for s, v in sessions.items() if s not in waiting)
+            idle = sorted((v.t, s) for s, v in sessions.items() if s not in waiting)
             while len(sessions) > MAX_SESSIONS and idle:
                 del sessions[idle.pop(0)[1]]
-        while len(self.sessions) > MAX_SESSIONS_HARD:     # a flood: bound memory anyway
-            del self.sessions[min(self.sessions, key=lambda s: (self.sessions[s][S_T], s))]
+        while len(sessions) > MAX_SESSIONS_HARD:     # a flood: bound memory anyway
+            del sessions[min(sessions, key=lambda s: (sessions[s].t, s))]
 
     # ------------------------------------------------------------------ codes
-    def note_code(self, t: int, window: int) -> int:
-        """Record a code request; return how many this user had in the last `window` s."""
+    def note_code(self, t: int, window: int) -> None:
+        """Record a code request (kept for `window` s, at most 32, for bombing)."""
         horizon = t - window
         self.code_times = [x for x in self.code_times if x >= horizon][-31:]
         self.code_times.append(t)
-        return len([x for x in self.code_times if horizon <= x <= t])
 
-    def remember(self, record: list, keep: int, now: int, max_age: int = 30 * 86400) -> None:
+    def remember(self, record: DecidedCode, keep: int, now: int, max_age: int = 30 * 86400) -> None:
         recent = self.recent
         recent.append(record)
         horizon = now - max_age
         for r in recent:
-            if r[R_T] < horizon:          # something aged out: filter, then keep the newest
-                self.recent = [r for r in recent if r[R_T] >= horizon][-keep:]
+            if r.t < horizon:          # something aged out: filter, then keep the newest
+                self.recent = [r for r in recent if r.t >= horizon][-keep:]
                 return
         if len(recent) > keep:
             self.recent = recent[-keep:]
@@ -117,32 +222,38 @@ class UserState:
         """Keep a code entry that came before its code (another producer was faster, or the
         clocks differ) for `keep_s`, so the code can count it when it arrives."""
         horizon = t - keep_s
-        self.early = [e for e in self.early if e[E_T] >= horizon][-(EARLY_MAX - 1):]
-        self.early.append([t, session_id, success])
+        self.early = [e for e in self.early if e.t >= horizon][-(EARLY_MAX - 1):]
+        self.early.append(HeldEntry(t, session_id, success))
 
-    def find_recent(self, code_event_id: str) -> list | None:
+    def find_recent(self, code_event_id: str) -> DecidedCode | None:
         for record in reversed(self.recent):
-            if record[R_ID] == code_event_id:
+            if record.id == code_event_id:
                 return record
         return None
 
     # ------------------------------------------------------------------ codec
     def to_bytes(self) -> bytes:
-        return orjson.dumps([3, self.baseline.to_list(), self.sessions, self.pending,
-                             self.recent, self.code_times,
+        return orjson.dumps([USER_STATE_VERSION, self.baseline.to_wire(),
+                             {sid: s.to_wire() for sid, s in self.sessions.items()},
+                             {cid: p.to_wire() for cid, p in self.pending.items()},
+                             [r.to_wire() for r in self.recent], self.code_times,
                              base64.b64encode(array("I", self.seen).tobytes()).decode(),
-                             self.early])
+                             [e.to_wire() for e in self.early]])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
+        """Reads versions 2 (before held code entries), 3 (decided codes with their severity)
+        and 4 (decided codes with their issue score)."""
         version, baseline, sessions, pending, recent, code_times, seen, *rest = orjson.loads(data)
-        if version not in (2, 3):             # 2: before early code entries were kept
+        if version not in (2, 3, 4):
             raise ValueError(f"unknown UserState version {version}")
         state = cls()
         if rest:
-            state.early = rest[0]
-        state.baseline = Baseline.from_list(baseline)
-        state.sessions, state.pending, state.recent = sessions, pending, recent
+            state.early = [HeldEntry.from_wire(e) for e in rest[0]]
+        state.baseline = Baseline.from_wire(baseline)
+        state.sessions = {sid: Session.from_wire(v) for sid, v in sessions.items()}
+        state.pending = {cid: PendingCode.from_wire(v) for cid, v in pending.items()}
+        state.recent = [DecidedCode.from_wire(r, version) for r in recent]
         state.code_times = code_times
         hashes = array("I")
         hashes.frombytes(base64.b64decode(seen))
@@ -184,7 +295,7 @@ class NetworkState:
             self.login_fail += 0 if login_ok else 1
         if code:
             self.codes += 1
-        key = _crc32(user_id.encode())            # short_hash, inlined
+        key = short_hash(user_id)
         users = self.users
         if t > users.get(key, 0):
             users[key] = t

@@ -31,12 +31,10 @@ class TermCalibrator(ClassifierMixin, BaseEstimator):
     a reason code needs before its scale is learned (others keep scale 1.0).
     """
 
-    def __init__(self, C: float = 1.0, class_weight: str | None = None,
-                 min_support: int = 20, base_bias: float = -2.5):
+    def __init__(self, C: float = 1.0, class_weight: str | None = None, min_support: int = 20):
         self.C = C
         self.class_weight = class_weight
         self.min_support = min_support
-        self.base_bias = base_bias
 
     def fit(self, X: pd.DataFrame, y) -> "TermCalibrator":
         y = np.asarray(y).astype(int)

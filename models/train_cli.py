@@ -30,7 +30,7 @@ def train(joined: pd.DataFrame, C: float = 1.0, seed: int = 0, base_bias: float 
     X, y, groups = term_matrix(joined), joined["label"].astype(int), joined["user_id"]
     split = GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=seed)
     train_idx, test_idx = next(split.split(X, y, groups))
-    model = TermCalibrator(C=C, base_bias=base_bias).fit(X.iloc[train_idx], y.iloc[train_idx])
+    model = TermCalibrator(C=C).fit(X.iloc[train_idx], y.iloc[train_idx])
     held_y = y.iloc[test_idx]
     default_logit = base_bias + X.iloc[test_idx].sum(axis=1)
     fitted_logit = model.decision_function(X.iloc[test_idx])

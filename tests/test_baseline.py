@@ -2,6 +2,8 @@
 habits (history_max_age_days)."""
 from __future__ import annotations
 
+import math
+
 import copy
 
 import pytest
@@ -48,8 +50,9 @@ def test_verified_code_teaches_its_login_context(run):
     assert b.proven == 1
     assert b.count("net0", "AS29518") == 1 and b.count("net1", "89.160.20.0/24") == 1
     assert b.count("loc0", "SE") == 1 and b.count("loc1", "SE/Linköping") == 1
-    assert b.device("dev-se")[2] == 1 and b.device("dev-se")[3] == 0     # seen once, not trusted
-    assert b.last_place[1:3] == pytest.approx([58.4167, 15.6167]) and b.last_place[3] == "SE/Linköping"
+    assert b.device("dev-se").count == 1 and not b.device("dev-se").trusted   # seen once, not trusted
+    place = b.last_place
+    assert (place.lat, place.lon) == pytest.approx((58.4167, 15.6167)) and place.city == "SE/Linköping"
     assert sum(b.hours) == 1
 
 
@@ -65,7 +68,7 @@ def test_device_trusted_teaches_and_marks_the_device(run):
     run.trust(T0 + 30, "bob", s, "dev-se")
     b = run.det.users["bob"].baseline
     assert b.proven == 1 and b.count("net0", "AS29518") == 1
-    assert b.device("dev-se")[3] == 1 and b.trusted_devices() == 1
+    assert b.device("dev-se").trusted and b.trusted_devices() == 1
 
 
 def test_login_with_a_trusted_device_cookie_teaches_at_once(run):
@@ -153,6 +156,30 @@ def test_history_ages_out_after_max_age():
     assert b.last_place is None                             # the old place is no evidence any more
     assert b.count("net0", "AS2") == 1 and b.device("mid-dev") is not None   # 11 days old: kept
     assert b.count("loc0", "GB") == 3                       # refreshed by every learn, so kept
+
+
+def test_ageing_skipped_by_the_oldest_bound_drops_what_a_full_scan_drops():
+    """Baseline.age() skips its scan while nothing can be older than the horizon; a twin
+    that scans on every learn (bound forced off) must hold exactly the same history."""
+    import random
+    rng = random.Random(11)
+    fast, plain = Baseline(), Baseline()
+    t = int(T0)
+    for step in range(400):
+        t += rng.choice([60, 3600, DAY, 5 * DAY])                 # out-of-order learns too
+        when = t - rng.choice([0, 0, 0, 2 * DAY])
+        f = feats(rng.randrange(12), rng.choice([None, "d1", "d2", f"d{step % 9}"]))
+        place = (51.5, -0.1, "GB/London") if rng.random() < 0.3 else (None, None, None)
+        trust = rng.random() < 0.05
+        for b in (fast, plain):
+            plain.oldest = -math.inf                               # always scan
+            b.learn(when, f, when // 3600 % 24, *place, None, CFG)
+            if trust:
+                b.touch_device("trusted", when, None, CFG, trusted=True)
+        assert fast.to_wire() == plain.to_wire(), step
+        assert fast.oldest <= min([e.last_seen for table in fast.feats.values() for e in table.values()]
+                                  + [e.last_seen for e in fast.devices.values()], default=math.inf)
+    assert fast.proven == 400 and len(fast.feats["net0"]) <= CFG["max_values_per_feature"]
 
 
 def test_detector_forgets_a_habit_older_than_the_horizon(geo_dbs):

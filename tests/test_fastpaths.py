@@ -1,6 +1,6 @@
 """The detector's hot-path shortcuts give the same answers as the general code they skip:
-the cached-minute timestamp parser, the two-term evidence combiner, and the inlined
-population lookups of the hierarchical likelihood ratio."""
+the cached-minute timestamp parser. (The scorer's two-term combiner and inlined population
+lookups were removed: the replay benchmark showed they did not pay.)"""
 from __future__ import annotations
 
 import itertools
@@ -8,10 +8,8 @@ import random
 
 import pytest
 
-from straycode.detector import contract, scoring
-from straycode.detector.baseline import Baseline
+from straycode.detector import contract
 from straycode.detector.contract import ContractError, parse_ts
-from straycode.detector.population import Population
 
 FRACTIONS = ["", ".0", ".5", ".081", ".999", ".123456", ".1234567", ".123456789"]
 
@@ -52,42 +50,3 @@ def test_cached_minute_with_malformed_rest_is_judged_like_the_general_path(tail)
     prefix = "2026-03-01T08:00"
     parse_ts(prefix + ":00Z")
     assert _answer(prefix + tail) == _general(prefix + tail)
-
-
-def test_two_term_combine_equals_the_general_combine():
-    values = [-3.0, -1.5, -0.3, -0.0, 0.0, 0.3, 1.5, 4.0, 1e-300, -1e-300]
-    for a, b in itertools.product(values, repeat=2):
-        assert scoring._combine2(a, b).hex() == scoring._combine([a, b]).hex(), (a, b)
-
-
-class _Counting(Population):
-    """A Population subclass: the scorer must use its methods, not the inlined lookups."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def p(self, name, value):
-        self.calls += 1
-        return super().p(name, value)
-
-
-def test_family_llr_inlined_population_equals_its_methods():
-    base, plain, counting = Baseline(), Population(), _Counting()
-    feats = {"net": ("AS1", "1.2.3.0/24"), "loc": ("GB", "GB/London"), "ua": ("Win", "Chrome|Win"),
-             "dev": ("d1",)}
-    other = {"net": ("AS2", "5.6.7.0/24"), "loc": ("FR", "FR/Paris"), "ua": ("Mac", "Safari|Mac"),
-             "dev": ("d2",)}
-    for i, f in enumerate([feats, feats, other]):
-        base.learn(1_700_000_000 + i, f, 9, None, None, None, None,
-                   {"max_values_per_feature": 12, "history_max_age_days": 180, "max_devices": 30})
-        plain.observe(f)
-        counting.observe(f)
-    for family, values in [("net", ("AS1", "1.2.3.0/24")), ("loc", ("GB", None)),
-                           ("ua", ("Linux", "Firefox|Linux")), ("net", ("AS9", "9.9.9.0/24"))]:
-        a = scoring._family_llr(base, plain, family, values, 1.0)
-        b = scoring._family_llr(base, counting, family, values, 1.0)
-        assert a.hex() == b.hex()
-    assert counting.calls == 4
-    assert dict(plain.totals) == dict(counting.totals)
-    assert {k: dict(v) for k, v in plain.counts.items()} == {k: dict(v) for k, v in counting.counts.items()}

@@ -86,7 +86,7 @@ def test_held_code_entry_survives_a_restart_and_expires(geo_dbs):
     ttl = run.det.cfg["session_ttl_s"]
     other = run.login(end + ttl + 100, "alice", HOME)
     run.verify(end + ttl + 130, "alice", other)              # a second early entry...
-    assert [e[1] for e in run.det.users["alice"].early] == [other]   # ...pushed the old out
+    assert [e.session_id for e in run.det.users["alice"].early] == [other]   # ...pushed the old out
     late = run.code(end + 5, "alice", session)               # far too late for its entry
     run.flush()
     assert "code_not_entered" in run.score(late).terms

@@ -199,6 +199,20 @@ def test_feedback_not_me_escalates_the_same_alert(alice):
     assert len(run.alerts(code)) == 2
 
 
+@pytest.mark.parametrize("verdict", ["not_me", "me"])
+def test_updated_alert_keeps_the_original_issue_score(alice, verdict):
+    """issue_score is what was known when the code was sent; feedback does not change it."""
+    run, t = alice
+    code = run.sign_in(t, "alice", SE, device="dev-other", verified=False)
+    run.flush()
+    (created,) = run.alerts(code)
+    assert created.issue_score != created.score       # the code was never entered: outcome terms
+    run.feedback(t + HOUR, "alice", code, verdict)
+    update = run.alerts(code)[-1]
+    assert update.kind == "updated"
+    assert update.issue_score == created.issue_score == run.score(code).issue_score
+
+
 def test_feedback_not_me_on_an_unalerted_code_creates_an_alert(alice):
     run, t = alice
     code = run.code(t, "alice", None, purpose="password_reset", ip=HOME, device_id="dev-1")
@@ -207,6 +221,7 @@ def test_feedback_not_me_on_an_unalerted_code_creates_an_alert(alice):
     run.feedback(t + HOUR, "alice", code, "not_me")
     (alert,) = run.alerts(code)
     assert (alert.kind, alert.status, alert.flow) == ("created", "escalated", "no_password")
+    assert alert.issue_score == run.score(code).issue_score
     assert alert.actions == ["notify_user", "review"]                 # no password: no reset
 
 

@@ -97,7 +97,7 @@ def test_travel_check_uses_the_distance_in_time_either_way(new_run):
     code = run.sign_in(t, "alice", SE, device="dev-2", verified=False)
     run.login(t + 10 * HOUR, "alice", HOME, device="dev-1")          # decides the code
     assert run.score(code)
-    assert run.det.users["alice"].baseline.last_place[0] == int(t + 10 * HOUR)
+    assert run.det.users["alice"].baseline.last_place.t == int(t + 10 * HOUR)
     assert "impossible_travel" not in run.terms(code)
 
 

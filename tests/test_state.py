@@ -120,22 +120,8 @@ def test_user_state_round_trip_keeps_every_field(geo_dbs):
         for slot in UserState.__slots__:
             if slot != "baseline":
                 assert getattr(again, slot) == getattr(state, slot), slot
-        assert again.baseline.to_list() == state.baseline.to_list()
+        assert again.baseline.to_wire() == state.baseline.to_wire()
         assert again.to_bytes() == state.to_bytes()
-
-
-def test_user_state_stored_before_held_code_entries_still_reads(geo_dbs):
-    """Changelogs written by the previous version (2, without held code entries) recover."""
-    import orjson
-
-    run = Run(make_detector(geo_dbs))
-    scenario(run)
-    for state in run.det.users.values():
-        version, *fields, early = orjson.loads(state.to_bytes())
-        assert (version, early) == (3, state.early)
-        old = UserState.from_bytes(orjson.dumps([2, *fields]))
-        assert old.early == [] and old.pending == state.pending
-        assert old.baseline.to_list() == state.baseline.to_list()
 
 
 def test_network_state_round_trip_and_decay():
@@ -204,13 +190,15 @@ def test_same_event_id_for_different_users_is_not_a_duplicate(geo_dbs):
 
 def test_sessions_with_pending_codes_survive_a_login_burst():
     """Code bombing: 12 logins each followed by a code; none may lose its login."""
-    from straycode.detector.state import MAX_SESSIONS, P_SESSION, UserState
+    from straycode.detector.state import MAX_SESSIONS, PendingCode, UserState
     state = UserState()
     for i in range(MAX_SESSIONS + 4):
         state.add_session(f"s{i}", 100 + i, True, None, ttl=3600)   # login first, then its code
         assert f"s{i}" in state.sessions
-        state.pending[f"c{i}"] = [f"c{i}", 100 + i, "ts", f"s{i}", "sms", "login", None, None, 0, 400 + i]
-    assert {p[P_SESSION] for p in state.pending.values()} <= set(state.sessions)
+        state.pending[f"c{i}"] = PendingCode(id=f"c{i}", t=100 + i, ts="ts", session_id=f"s{i}",
+                                             channel="sms", purpose="login", ctx=None,
+                                             deadline=400 + i)
+    assert {p.session_id for p in state.pending.values()} <= set(state.sessions)
     state.pending.clear()
     state.add_session("later", 200, True, None, ttl=3600)
     assert len(state.sessions) <= MAX_SESSIONS
