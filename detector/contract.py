@@ -11,7 +11,9 @@ import ipaddress
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from zlib import crc32
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib.resources import files
@@ -375,6 +377,22 @@ def decode_line(line: bytes | str, max_bytes: int = 65536) -> Event:
     except orjson.JSONDecodeError as exc:
         raise ContractError("malformed_json", str(exc)[:200]) from None
     return parse_event(obj)
+
+
+def content_digest(event: Event) -> int:
+    """CRC-32 of what the detector reads from an event: every typed field except ``ts`` as
+    written (``t``, the instant, stands for it) and the ignored unknown fields (``extra``).
+
+    A repeated event id whose digest differs is a *conflicting* duplicate; redelivery of the
+    same message, or the same event written with another offset or key order, is not."""
+    return crc32(orjson.dumps(_DIGESTED[event.type](event)))
+
+
+_DIGESTED = {etype: attrgetter(*[f.name for f in fields(cls) if f.name not in ("ts", "extra")])
+             for etype, cls in (("login", Login), ("code_issued", CodeIssued),
+                                ("code_verified", CodeVerified), ("device_trusted", DeviceTrusted),
+                                ("password_changed", PasswordChanged),
+                                ("user_feedback", UserFeedback))}
 
 
 def to_json_dict(event: Event) -> dict:

@@ -15,7 +15,7 @@ from typing import MutableMapping
 from .alerts import Alert, ScoreRecord, alert_id_for
 from .baseline import hour_of
 from .contract import (CodeIssued, CodeVerified, DeviceTrusted, Event, Login, PasswordChanged,
-                       UserFeedback, utc_iso)
+                       UserFeedback, content_digest, utc_iso)
 from .enrich import Context, Enricher
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
@@ -56,15 +56,24 @@ class Detector:
 
     # ------------------------------------------------------------------ public API
     def process(self, event: Event) -> list[Output]:
-        """Handle one event; returns what it decided (including codes whose window passed)."""
+        """Handle one event; returns what it decided (including codes whose window passed).
+
+        Raises ContractError('conflicting_duplicate') before changing anything (state,
+        clock, stats) when the event repeats one of the user's recent event ids with other
+        content; the caller dead-letters it with ``exc.reason``."""
+        digest = content_digest(event)
+        state = self.users.get(event.user_id)
+        if state is not None:
+            state.check_repeat(event.event_id, digest)
         self.stats[_EVENT_STAT.get(event.type) or f"events.{event.type}"] += 1
         # codes whose window closed before this event are decided first, so that nothing
         # this event teaches can leak into their scores
         out = self.advance(event.t)
-        state = self.users.get(event.user_id)
+        if out:                       # deciding may have stored this user's state anew
+            state = self.users.get(event.user_id)
         if state is None:
             state = UserState()
-        if state.is_duplicate(event.event_id):
+        if state.is_duplicate(event.event_id, digest):
             self.stats["duplicates"] += 1
             return out
         handler = self._handlers[type(event)]
@@ -371,7 +380,7 @@ class Detector:
         proven = state.baseline.proven
         confidence = round(min(1.0, 0.5 + 0.5 * min(proven, 10) / 10) * verdict.score, 3)
         return Alert(
-            alert_id=alert_id_for(pending[P_ID]), kind="created", code_event_id=pending[P_ID],
+            alert_id=alert_id_for(user_id, pending[P_ID]), kind="created", code_event_id=pending[P_ID],
             user_id=user_id, ts=utc_iso(pending[P_T]), decided_ts=utc_iso(self.watermark),
             score=verdict.score, issue_score=verdict.issue_score, severity=verdict.severity,
             confidence=confidence, flow=flow, purpose=pending[P_PURPOSE],
@@ -393,18 +402,19 @@ class Detector:
         reasons = [{"code": code, "detail": detail, "weight": weight}] + [
             {"code": c, "detail": "as in the original alert", "weight": 0.0} for c in record[R_REASONS]]
         ctx = Context.from_list(record[R_CTX]) if record[R_CTX] else None
-        kind = "updated" if record[R_ALERTED] else "created"
-        self.stats["alert_updates" if record[R_ALERTED] else "alerts"] += 1
-        record[R_ALERTED] = 1
+        revision = record[R_ALERTED] + 1          # R_ALERTED: revisions emitted so far (0 = none)
+        kind = "created" if revision == 1 else "updated"
+        self.stats["alerts" if revision == 1 else "alert_updates"] += 1
+        record[R_ALERTED] = revision
         return Alert(
-            alert_id=alert_id_for(record[R_ID]), kind=kind, code_event_id=record[R_ID],
+            alert_id=alert_id_for(event.user_id, record[R_ID]), kind=kind, code_event_id=record[R_ID],
             user_id=event.user_id, ts=utc_iso(record[R_T]), decided_ts=utc_iso(event.t),
             score=round(score, 6), issue_score=record[R_SCORE], severity=severity,
             confidence=1.0, flow=flow, purpose=record[R_PURPOSE], channel=record[R_CHANNEL],
             reasons=reasons, actions=actions,
             observed={side: (ctx.to_dict() if ctx and side == _ctx_side(flow, record[R_PURPOSE]) else None)
                       for side in ("login", "code")},
-            baseline=state.baseline.summary(), status=status,
+            baseline=state.baseline.summary(), status=status, revision=revision,
             extra={"feedback_event_id": event.event_id})
 
 

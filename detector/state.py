@@ -15,10 +15,12 @@ from zlib import crc32 as _crc32
 import orjson
 
 from .baseline import Baseline
+from .contract import ContractError
 
 # pending code fields (a list, for compact storage)
 P_ID, P_T, P_TS, P_SESSION, P_CHANNEL, P_PURPOSE, P_CTX, P_VERIFIED, P_FAILED, P_DEADLINE = range(10)
-# recent (decided) code fields
+# recent (decided) code fields; R_ALERTED counts the alert revisions emitted for the code
+# (0 = never alerted, 1 = created, n = n-1 updates since), so the next revision is stored state
 R_ID, R_T, R_SCORE, R_SEVERITY, R_FLOW, R_ALERTED, R_PURPOSE, R_CHANNEL, R_REASONS, R_CTX, R_STATUS = range(11)
 # session fields
 S_T, S_PASSWORD_OK, S_CTX, S_LEARNED = range(4)
@@ -29,6 +31,7 @@ VERIFIED_EARLY = -1        # S_LEARNED of a placeholder: the code was entered be
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
 SEEN_MAX = 48              # dedup memory: the user's last 48 event ids (redelivery comes soon)
+UNKNOWN_DIGEST = -1        # content digest of an id remembered by a state stored before version 4
 
 
 def short_hash(text: str) -> int:
@@ -47,17 +50,27 @@ class UserState:
         self.pending: dict[str, list] = {}       # code event id -> pending code (P_* fields)
         self.recent: list[list] = []             # decided codes, newest last (R_* fields)
         self.code_times: list[int] = []          # recent code requests, for bombing
-        self.seen: dict[int, None] = {}          # short_hash(event_id) of recent events, oldest first
+        self.seen: dict[int, int] = {}           # short_hash(event_id) -> content digest, oldest first
         self.early: list[list] = []              # code_verified with no code yet (E_* fields)
 
     # ------------------------------------------------------------------ dedup
-    def is_duplicate(self, event_id: str) -> bool:
-        """True when this event id is among the user's last SEEN_MAX; records it otherwise."""
+    def check_repeat(self, event_id: str, digest: int) -> None:
+        """Raise ContractError('conflicting_duplicate') when this event id is among the
+        user's last SEEN_MAX with other content (``contract.content_digest``); changes nothing."""
+        known = self.seen.get(_crc32(event_id.encode()))
+        if known is not None and known != digest and known != UNKNOWN_DIGEST:
+            raise ContractError("conflicting_duplicate",
+                                f"event_id {event_id[:64]!r} was seen for this user with other "
+                                "content (same id, different event)")
+
+    def is_duplicate(self, event_id: str, digest: int) -> bool:
+        """True when this event id is among the user's last SEEN_MAX (a redelivery: callers
+        check_repeat() first); records it with its content digest otherwise."""
         key = _crc32(event_id.encode())           # short_hash, inlined
         seen = self.seen
         if key in seen:
             return True
-        seen[key] = None
+        seen[key] = digest
         if len(seen) > SEEN_MAX:
             del seen[next(iter(seen))]
         return False
@@ -127,16 +140,22 @@ class UserState:
         return None
 
     # ------------------------------------------------------------------ codec
+    # version 4: [4, baseline, sessions, pending, recent, code_times, seen ids (b64 uint32),
+    #             early, seen digests (b64 uint32, same order), positions of unknown digests]
+    # 3 lacks the last two (digests unknown), 2 also lacks `early`.
     def to_bytes(self) -> bytes:
-        return orjson.dumps([3, self.baseline.to_list(), self.sessions, self.pending,
-                             self.recent, self.code_times,
-                             base64.b64encode(array("I", self.seen).tobytes()).decode(),
-                             self.early])
+        digests = list(self.seen.values())
+        unknown = [i for i, d in enumerate(digests) if d == UNKNOWN_DIGEST]
+        for i in unknown:
+            digests[i] = 0
+        return orjson.dumps([4, self.baseline.to_list(), self.sessions, self.pending,
+                             self.recent, self.code_times, _b64_uint32(self.seen),
+                             self.early, _b64_uint32(digests), unknown])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
         version, baseline, sessions, pending, recent, code_times, seen, *rest = orjson.loads(data)
-        if version not in (2, 3):             # 2: before early code entries were kept
+        if version not in (2, 3, 4):          # 2: before early code entries; 3: before digests
             raise ValueError(f"unknown UserState version {version}")
         state = cls()
         if rest:
@@ -144,10 +163,25 @@ class UserState:
         state.baseline = Baseline.from_list(baseline)
         state.sessions, state.pending, state.recent = sessions, pending, recent
         state.code_times = code_times
-        hashes = array("I")
-        hashes.frombytes(base64.b64decode(seen))
-        state.seen = dict.fromkeys(hashes)
+        keys = _uint32_b64(seen)
+        if version >= 4:
+            digests = _uint32_b64(rest[1])
+            for i in rest[2]:
+                digests[i] = UNKNOWN_DIGEST
+            state.seen = dict(zip(keys, digests))
+        else:                                  # ids only: a repeat of one is a plain duplicate
+            state.seen = dict.fromkeys(keys, UNKNOWN_DIGEST)
         return state
+
+
+def _b64_uint32(values) -> str:
+    return base64.b64encode(array("I", values).tobytes()).decode()
+
+
+def _uint32_b64(text: str) -> list[int]:
+    values = array("I")
+    values.frombytes(base64.b64decode(text))
+    return values.tolist()
 
 
 class NetworkState:

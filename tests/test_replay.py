@@ -192,10 +192,10 @@ def test_golden_feedback_updates_the_attack_alert(golden):
     assert (about[0]["status"], about[1]["status"]) == ("open", "escalated")
 
 
-def test_golden_alert_ids_derive_from_code_ids(golden):
+def test_golden_alert_ids_derive_from_user_and_code_ids(golden):
     _proc, alerts, _scores, _dead = golden[0]
     for a in read_jsonl(alerts):
-        assert a["alert_id"] == alert_id_for(a["code_event_id"])
+        assert a["alert_id"] == alert_id_for(a["user_id"], a["code_event_id"])
 
 
 def test_golden_runs_are_byte_identical(golden):
