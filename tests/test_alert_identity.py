@@ -128,6 +128,8 @@ def test_the_same_event_again_is_a_plain_duplicate(geo_dbs, rewrite):
     state = det.users["alice"].to_bytes()
     assert det.process(parse_event(rewrite(copy.deepcopy(doc)))) == []
     assert det.stats["duplicates"] == 1 and det.users["alice"].to_bytes() == state
+    with pytest.raises(ContractError, match="conflicting_duplicate"):   # ... but not another
+        det.process(parse_event(rewrite(dict(doc, session_id="s2"))))
 
 
 @pytest.mark.parametrize("change", [
@@ -146,10 +148,15 @@ def test_any_change_of_what_the_detector_reads_conflicts(geo_dbs, change):
 
 
 def test_conflict_is_judged_per_user(geo_dbs):
-    """The same id with other content for another user is that user's own event."""
+    """The same id with other content for another user is that user's own event; each
+    user's repeat is judged against that user's own content."""
     det = make_detector(geo_dbs)
     base = {"event_id": "L1", "type": "login", "ts": "2026-01-05T09:00:00Z",
             "session_id": "s1", "password_ok": True}
     det.process(parse_event(dict(base, user_id="alice", ip=HOME)))
     det.process(parse_event(dict(base, user_id="bob", ip=CN)))
     assert set(det.users) == {"alice", "bob"} and det.stats["duplicates"] == 0
+    det.process(parse_event(dict(base, user_id="bob", ip=CN)))
+    assert det.stats["duplicates"] == 1
+    with pytest.raises(ContractError, match="conflicting_duplicate"):
+        det.process(parse_event(dict(base, user_id="bob", ip=HOME)))
