@@ -1,16 +1,23 @@
 """Output records: one ScoreRecord per code request, an Alert when it is worth a human.
 
-Alert ids derive from the code event id alone, so a replay, a restarted worker and a
-re-delivered message all name the same alert the same way.
+Alert ids derive from the user and the code event id (nothing else), so a replay, a
+restarted worker and a re-delivered message all name the same alert the same way, and two
+users whose identity platforms reuse an event id never share one. Each emission of an alert
+carries a ``revision`` (1 = created, +1 per update), counted in the user's stored state, so a
+consumer keeps the highest revision of an alert_id and a repeat of one is recognisable.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 
+import orjson
 
-def alert_id_for(code_event_id: str) -> str:
-    return "sc-" + hashlib.sha256(code_event_id.encode()).hexdigest()[:16]
+
+def alert_id_for(user_id: str, code_event_id: str) -> str:
+    """'sc-' + 16 hex of SHA-256 over the (user_id, code_event_id) pair, encoded without
+    ambiguity (a JSON array), so ("a:b", "c") and ("a", "b:c") name different alerts."""
+    return "sc-" + hashlib.sha256(orjson.dumps([user_id, code_event_id])).hexdigest()[:16]
 
 
 @dataclass(slots=True)
@@ -54,10 +61,12 @@ class Alert:
     observed: dict
     baseline: dict
     status: str = "open"         # open | escalated | benign
+    revision: int = 1            # 1 = created; +1 per update of the same alert_id
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        out = {"alert_id": self.alert_id, "version": 1, "kind": self.kind,
+        out = {"alert_id": self.alert_id, "version": 1, "revision": self.revision,
+               "kind": self.kind,
                "code_event_id": self.code_event_id, "user_id": self.user_id, "ts": self.ts,
                "decided_ts": self.decided_ts, "score": self.score,
                "issue_score": self.issue_score, "severity": self.severity,

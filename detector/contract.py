@@ -11,15 +11,16 @@ import ipaddress
 import json
 import math
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from zlib import crc32
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
 import orjson
 
-from .timecheck import EARLIEST_T, LATEST_T
 
 EVENT_TYPES = ("login", "code_issued", "code_verified", "device_trusted",
                "password_changed", "user_feedback")
@@ -29,7 +30,10 @@ PURPOSES = frozenset({"login", "password_reset", "security_settings", "payment",
 VERDICTS = frozenset({"not_me", "me"})
 MAX_ID = 256
 MAX_UA = 2048
-TS_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+# The year written in the string must be 1970..2199 (the one range rule, in the pattern that
+# both the schema and this module apply; see timecheck.EARLIEST_T / LATEST_T for what it
+# means in UTC).
+TS_PATTERN = (r"^(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
               r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")   # = schema's
 _TS_RE = re.compile(TS_PATTERN)
 _COMMON = frozenset({"event_id", "type", "ts", "user_id", "ip", "user_agent",
@@ -171,7 +175,8 @@ def parse_ts(ts: str) -> float:
                 if frac[0] == "." and n <= 30 and frac.isascii() and frac[1:].isdigit():
                     return float(base + second) + float(frac)
     if not _TS_RE.match(ts):
-        raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r} is not RFC 3339 with offset")
+        raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r} is not RFC 3339 with offset "
+                            "and a year in 1970..2199")
     return _parse_ts(ts)
 
 
@@ -193,10 +198,9 @@ def _parse_ts(ts: str) -> float:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError as exc:
         raise ContractError("bad_timestamp", f"'ts'={ts[:64]!r}: {exc}") from None
-    whole = parsed.timestamp()              # integral: the fraction was split off above
-    if not EARLIEST_T <= whole < LATEST_T:  # every accepted time (and deadline) must format
-        raise ContractError("bad_timestamp",
-                            f"'ts'={ts[:64]!r} is outside 1970-01-01 .. 2199-12-31 (UTC)")
+    # integral: the fraction was split off above; within [EARLIEST_T, LATEST_T) since the
+    # pattern holds the written year to 1970..2199
+    whole = parsed.timestamp()
     if ts[-1] == "Z" and ts[10] == "T":
         if len(_MINUTES) >= _MINUTES_MAX:
             _MINUTES.clear()
@@ -375,6 +379,22 @@ def decode_line(line: bytes | str, max_bytes: int = 65536) -> Event:
     return parse_event(obj)
 
 
+def content_digest(event: Event) -> int:
+    """CRC-32 of what the detector reads from an event: every typed field except ``ts`` as
+    written (``t``, the instant, stands for it) and the ignored unknown fields (``extra``).
+
+    A repeated event id whose digest differs is a *conflicting* duplicate; redelivery of the
+    same message, or the same event written with another offset or key order, is not."""
+    return crc32(orjson.dumps(_DIGESTED[event.type](event)))
+
+
+_DIGESTED = {etype: attrgetter(*[f.name for f in fields(cls) if f.name not in ("ts", "extra")])
+             for etype, cls in (("login", Login), ("code_issued", CodeIssued),
+                                ("code_verified", CodeVerified), ("device_trusted", DeviceTrusted),
+                                ("password_changed", PasswordChanged),
+                                ("user_feedback", UserFeedback))}
+
+
 def to_json_dict(event: Event) -> dict:
     """Event record -> contract-v1 JSON object (round-trips through parse_event)."""
     out: dict[str, Any] = {"event_id": event.event_id, "type": event.type, "ts": event.ts,
@@ -391,7 +411,13 @@ def to_json_dict(event: Event) -> dict:
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def utc_iso(t: float) -> str:
-    """Epoch seconds -> RFC 3339 UTC string with millisecond precision."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
+    """Epoch seconds -> RFC 3339 UTC string with millisecond precision.
+
+    Defined for every accepted event time and every deadline built from one (a few hours
+    before 1970 at the lower edge included, on every platform)."""
+    return (_EPOCH + timedelta(seconds=t)).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")

@@ -15,7 +15,7 @@ from typing import MutableMapping
 from .alerts import Alert, ScoreRecord, alert_id_for
 from .baseline import hour_of
 from .contract import (CodeIssued, CodeVerified, DeviceTrusted, Event, Login, PasswordChanged,
-                       UserFeedback, utc_iso)
+                       UserFeedback, content_digest, utc_iso)
 from .enrich import Context, Enricher
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
@@ -54,15 +54,24 @@ class Detector:
 
     # ------------------------------------------------------------------ public API
     def process(self, event: Event) -> list[Output]:
-        """Handle one event; returns what it decided (including codes whose window passed)."""
+        """Handle one event; returns what it decided (including codes whose window passed).
+
+        Raises ContractError('conflicting_duplicate') before changing anything (state,
+        clock, stats) when the event repeats one of the user's recent event ids with other
+        content; the caller dead-letters it with ``exc.reason``."""
+        digest = content_digest(event)
+        state = self.users.get(event.user_id)
+        if state is not None:
+            state.check_repeat(event.event_id, digest)
         self.stats[_EVENT_STAT.get(event.type) or f"events.{event.type}"] += 1
         # codes whose window closed before this event are decided first, so that nothing
         # this event teaches can leak into their scores
         out = self.advance(event.t)
-        state = self.users.get(event.user_id)
+        if out:                       # deciding may have stored this user's state anew
+            state = self.users.get(event.user_id)
         if state is None:
             state = UserState()
-        if state.is_duplicate(event.event_id):
+        if state.is_duplicate(event.event_id, digest):
             self.stats["duplicates"] += 1
             return out
         handler = self._handlers[type(event)]
@@ -274,7 +283,7 @@ class Detector:
         if event.verdict == "me":
             if record.ctx and record.status != "benign":
                 self._learn(state, record.ctx, event.t)
-            if record.alerted and record.status != "benign":
+            if record.revisions and record.status != "benign":
                 record.status = "benign"
                 out.append(self._update(event, state, record, "benign", "feedback_me",
                                         "the user confirmed they requested this code", -10.0))
@@ -340,7 +349,7 @@ class Detector:
             positive.sort(key=_term_order)
         top = [term.code for term in positive[:4]]
         state.remember(DecidedCode(id=code_id, t=int(t), score=round(verdict.score, 4),
-                                   issue_score=verdict.issue_score, flow=flow, alerted=alerted,
+                                   issue_score=verdict.issue_score, flow=flow, revisions=int(alerted),
                                    purpose=pending.purpose, channel=pending.channel,
                                    reasons=top, ctx=keep_ctx, status=status),
                        self._recent_kept, int(self.watermark))
@@ -373,7 +382,7 @@ class Detector:
         proven = state.baseline.proven
         confidence = round(min(1.0, 0.5 + 0.5 * min(proven, 10) / 10) * verdict.score, 3)
         return Alert(
-            alert_id=alert_id_for(pending.id), kind="created", code_event_id=pending.id,
+            alert_id=alert_id_for(user_id, pending.id), kind="created", code_event_id=pending.id,
             user_id=user_id, ts=utc_iso(pending.t), decided_ts=utc_iso(self.watermark),
             score=verdict.score, issue_score=verdict.issue_score, severity=verdict.severity,
             confidence=confidence, flow=flow, purpose=pending.purpose,
@@ -395,21 +404,22 @@ class Detector:
         reasons = [{"code": code, "detail": detail, "weight": weight}] + [
             {"code": c, "detail": "as in the original alert", "weight": 0.0} for c in record.reasons]
         ctx = record.ctx
-        kind = "updated" if record.alerted else "created"
-        self.stats["alert_updates" if record.alerted else "alerts"] += 1
-        record.alerted = True
+        revision = record.revisions + 1           # revisions emitted so far (0 = none)
+        kind = "created" if revision == 1 else "updated"
+        self.stats["alerts" if revision == 1 else "alert_updates"] += 1
+        record.revisions = revision
         # what was known when the code was sent; records stored before version 4 kept only
         # the final score
         issue_score = record.score if record.issue_score is None else record.issue_score
         return Alert(
-            alert_id=alert_id_for(record.id), kind=kind, code_event_id=record.id,
+            alert_id=alert_id_for(event.user_id, record.id), kind=kind, code_event_id=record.id,
             user_id=event.user_id, ts=utc_iso(record.t), decided_ts=utc_iso(event.t),
             score=round(score, 6), issue_score=issue_score, severity=severity,
             confidence=1.0, flow=flow, purpose=record.purpose, channel=record.channel,
             reasons=reasons, actions=actions,
             observed={side: (ctx.to_dict() if ctx and side == _ctx_side(flow, record.purpose) else None)
                       for side in ("login", "code")},
-            baseline=state.baseline.summary(), status=status,
+            baseline=state.baseline.summary(), status=status, revision=revision,
             extra={"feedback_event_id": event.event_id})
 
 

@@ -3,25 +3,31 @@
 Pure and deterministic like the rest of detector/: every time in the finding comes from the
 alert's own event-time fields, never from the wall clock, so a replay of the same events
 produces byte-identical findings. The finding uid is the alert_id, so a `kind=updated`
-re-emission (activity Update) lands on the same finding in the SIEM.
+re-emission (activity Update) lands on the same finding in the SIEM; the alert's
+``revision`` (1 = created, +1 per update) is ``metadata.sequence`` ("makes the exact ordering
+of events unambiguous"), so a consumer keeps the highest, and ``metadata.uid`` is
+``<alert_id>:<revision>``, unique per emitted record and the same when it is re-sent.
 
-Field names follow OCSF 1.5.0, where Detection Finding gained ``anomaly_analyses`` (objects
-anomaly_analysis/anomaly/baseline/observation, PR ocsf-schema#1358/#1371). Native
-fields without an OCSF home are kept in ``unmapped`` so nothing the detector knew is lost.
-The emitted subset is pinned by ``schemas/ocsf_detection_finding.json``.
+Field names follow OCSF 1.6.0: Detection Finding has ``anomaly_analyses`` since 1.5.0
+(objects anomaly_analysis/anomaly/baseline/observation), and 1.6.0 made ``device.uid`` an
+observable (type_id 47, ocsf-schema#1446), which ``observables`` uses. Native fields without an
+OCSF home are kept in ``unmapped`` so nothing the detector knew is lost. The emitted subset is
+pinned by ``schemas/ocsf_detection_finding.json``.
 """
 from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
 from straycode import __version__
-from straycode.detector.contract import parse_ts, utc_iso
+from straycode.detector.contract import utc_iso
 
-OCSF_VERSION = "1.5.0"
+OCSF_VERSION = "1.6.0"
+LOG_PROVIDER = "straycode"     # metadata.log_provider unless the alert names its source
 CLASS_UID = 2004           # Detection Finding
 CATEGORY_UID = 2           # Findings
 ACTIVITY = {"created": (1, "Create"), "updated": (2, "Update")}
@@ -82,15 +88,27 @@ _SIGNALS: dict[str, list[tuple[str | None, str | None]]] = {
 }
 # native keys fully represented by to_ocsf(); every other key is copied to `unmapped`
 _MAPPED = frozenset({"alert_id", "kind", "user_id", "ts", "decided_ts", "severity", "status",
-                     "observed"})
+                     "observed", "revision"})
+# Observable type_ids (OCSF 1.6.0 observable.type_id, generated from the dictionary):
+# by dictionary type ip_t -> 2 "IP Address"; by dictionary attribute country -> 14 "Country",
+# user_agent -> 16 "HTTP User-Agent"; by object attribute user.uid -> 31, device.uid -> 47.
+OBS_IP, OBS_COUNTRY, OBS_USER_AGENT, OBS_USER_UID, OBS_DEVICE_UID = 2, 14, 16, 31, 47
+_OBS_TYPE = {OBS_IP: "IP Address", OBS_COUNTRY: "Country", OBS_USER_AGENT: "HTTP User-Agent",
+             OBS_USER_UID: "User Object: uid", OBS_DEVICE_UID: "Device Object: uid"}
 
 
 class AlertFormatError(ValueError):
     """render_alert() was asked for a format it does not know."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _ms(ts: str) -> int:
-    return int(round(parse_ts(ts) * 1000))
+    """An alert's RFC 3339 time -> epoch milliseconds. Not the event contract's parser: an
+    alert may carry any time the detector formats (a deadline past 2199, a few hours before
+    1970), and formatting it must never fail."""
+    return round((datetime.fromisoformat(ts) - _EPOCH) / timedelta(milliseconds=1))
 
 
 def _endpoint(ctx: dict) -> dict:
@@ -194,6 +212,48 @@ def _desc(alert: dict) -> str:
     return " ".join(parts)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _message(alert: dict) -> str:
+    """One human line: who, which flow, the top reasons, the actions."""
+    top = [r["code"] for r in alert.get("reasons") or [] if r.get("weight", 0) > 0][:3]
+    actions = ", ".join(alert.get("actions") or []) or "none"
+    head = f"{alert['severity'].capitalize()} straycode alert"
+    if alert["kind"] == "updated":
+        head += f" update (revision {alert.get('revision', 2)}, {alert['status']})"
+    return _one_line(
+        f"{head} for user {alert['user_id']}: {alert.get('channel') or 'unknown-channel'} code "
+        f"for {alert.get('purpose') or 'unknown purpose'}, flow {alert['flow']}, score "
+        f"{alert['score']:.2f}; reasons: {', '.join(top) or 'none'}; actions: {actions}")
+
+
+def _observables(finding: dict) -> list[dict]:
+    """Pivot points of the finding, each pointing at where it is in the finding; a value
+    that appears twice (the same IP for login and code) is listed once, first place wins."""
+    out, seen = [], set()
+
+    def add(type_id: int, name: str, value) -> None:
+        if value in (None, "") or (type_id, value) in seen:
+            return
+        seen.add((type_id, value))
+        out.append({"name": name, "type_id": type_id, "type": _OBS_TYPE[type_id],
+                    "value": str(value)})
+
+    for i, ev in enumerate(finding["evidences"]):
+        base = f"evidences[{i}]"
+        add(OBS_USER_UID, f"{base}.user.uid", (ev.get("user") or {}).get("uid"))
+        ep = ev.get("src_endpoint") or {}
+        add(OBS_IP, f"{base}.src_endpoint.ip", ep.get("ip"))
+        add(OBS_COUNTRY, f"{base}.src_endpoint.location.country",
+            (ep.get("location") or {}).get("country"))
+        add(OBS_DEVICE_UID, f"{base}.device.uid", (ev.get("device") or {}).get("uid"))
+        add(OBS_USER_AGENT, f"{base}.http_request.user_agent",
+            (ev.get("http_request") or {}).get("user_agent"))
+    return out
+
+
 def _confidence_id(conf: float) -> tuple[int, str]:
     if conf >= 0.8:
         return 3, "High"
@@ -212,6 +272,7 @@ def to_ocsf(alert: dict) -> dict:
     conf_id, conf_name = _confidence_id(float(alert["confidence"]))
     flow = alert["flow"]
     created_ms, decided_ms = _ms(alert["ts"]), _ms(alert["decided_ts"])
+    revision = int(alert.get("revision") or (1 if kind == "created" else 2))
     user = {"uid": alert["user_id"], "type_id": 1, "type": "User"}
     observed = alert.get("observed") or {}
 
@@ -241,6 +302,7 @@ def to_ocsf(alert: dict) -> dict:
         "type_uid": CLASS_UID * 100 + activity_id,
         "type_name": f"Detection Finding: {activity_name}",
         "time": decided_ms,
+        "message": _message(alert),
         "start_time": created_ms, "end_time": decided_ms,
         "severity_id": sev_id, "severity": sev_name,
         "status_id": status_id, "status": status_name,
@@ -255,13 +317,16 @@ def to_ocsf(alert: dict) -> dict:
         "remediation": {"desc": REMEDIATION[flow]},
         "metadata": {
             "version": OCSF_VERSION,
-            "uid": f"{alert['alert_id']}:{kind}:{decided_ms}",
+            "uid": f"{alert['alert_id']}:{revision}",
+            "sequence": revision,
             "correlation_uid": alert["alert_id"],
+            "log_provider": LOG_PROVIDER,
             "product": {"name": "straycode", "vendor_name": "straycode project",
                         "version": __version__},
         },
         "unmapped": {k: copy.deepcopy(v) for k, v in alert.items() if k not in _MAPPED},
     }
+    finding["observables"] = _observables(finding)
     analyses = _anomaly_analyses(alert)
     if analyses:
         finding["anomaly_analyses"] = analyses
@@ -316,6 +381,9 @@ def from_ocsf(finding: dict) -> dict:
              "severity": {v[0]: k for k, v in SEVERITY.items()}[finding["severity_id"]],
              "status": {v[0]: k for k, v in STATUS.items()}[finding["status_id"]],
              "observed": observed}
+    revision = (finding.get("metadata") or {}).get("sequence")
+    if revision is not None:
+        alert["revision"] = revision
     alert.update(un)
     return alert
 

@@ -11,15 +11,18 @@ import math
 import zlib
 from array import array
 
-import orjson
-
 from dataclasses import dataclass
 from enum import IntEnum
 
+import orjson
+
 from .baseline import Baseline
+from .contract import ContractError
 from .enrich import Context
 
-USER_STATE_VERSION = 4     # 4: decided codes keep their issue score (not their severity)
+USER_STATE_VERSION = 4     # 4: decided codes keep their issue score (not their severity), and
+                           #    the dedup memory keeps a content digest per event id
+UNKNOWN_DIGEST = -1        # content digest of an id remembered by a state stored before version 4
 EARLY_MAX = 8              # held code entries per user
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
 MAX_SESSIONS_HARD = 64
@@ -107,7 +110,8 @@ class DecidedCode:
     score: float                 # rounded to 4 digits
     issue_score: float | None    # the score without outcome terms; None: stored by version <= 3
     flow: str
-    alerted: bool
+    revisions: int               # alert revisions emitted for it: 0 = never alerted, 1 = created,
+                                 # n = n - 1 updates since (so the next revision is stored state)
     purpose: str
     channel: str
     reasons: list[str]           # codes of the strongest positive terms
@@ -115,7 +119,7 @@ class DecidedCode:
     status: str                  # open | escalated | benign
 
     def to_wire(self) -> list:
-        return [self.id, self.t, self.score, self.issue_score, self.flow, int(self.alerted),
+        return [self.id, self.t, self.score, self.issue_score, self.flow, self.revisions,
                 self.purpose, self.channel, self.reasons, _ctx_out(self.ctx), self.status]
 
     @classmethod
@@ -123,7 +127,7 @@ class DecidedCode:
         # up to version 3 the fourth field was the severity (never read back), not the issue score
         code_id, t, score, fourth, flow, alerted, purpose, channel, reasons, ctx, status = values
         return cls(id=code_id, t=t, score=score, issue_score=fourth if version >= 4 else None,
-                   flow=flow, alerted=bool(alerted), purpose=purpose, channel=channel,
+                   flow=flow, revisions=int(alerted), purpose=purpose, channel=channel,
                    reasons=reasons, ctx=_ctx_in(ctx), status=status)
 
 
@@ -153,17 +157,27 @@ class UserState:
         self.pending: dict[str, PendingCode] = {}   # code event id -> pending code
         self.recent: list[DecidedCode] = []          # decided codes, newest last
         self.code_times: list[int] = []              # recent code requests, for bombing
-        self.seen: dict[int, None] = {}              # short_hash(event_id) of recent events, oldest first
+        self.seen: dict[int, int] = {}               # short_hash(event_id) -> content digest, oldest first
         self.early: list[HeldEntry] = []             # code_verified with no code yet
 
     # ------------------------------------------------------------------ dedup
-    def is_duplicate(self, event_id: str) -> bool:
-        """True when this event id is among the user's last SEEN_MAX; records it otherwise."""
+    def check_repeat(self, event_id: str, digest: int) -> None:
+        """Raise ContractError('conflicting_duplicate') when this event id is among the
+        user's last SEEN_MAX with other content (``contract.content_digest``); changes nothing."""
+        known = self.seen.get(short_hash(event_id))
+        if known is not None and known != digest and known != UNKNOWN_DIGEST:
+            raise ContractError("conflicting_duplicate",
+                                f"event_id {event_id[:64]!r} was seen for this user with other "
+                                "content (same id, different event)")
+
+    def is_duplicate(self, event_id: str, digest: int) -> bool:
+        """True when this event id is among the user's last SEEN_MAX (a redelivery: callers
+        check_repeat() first); records it with its content digest otherwise."""
         key = short_hash(event_id)
         seen = self.seen
         if key in seen:
             return True
-        seen[key] = None
+        seen[key] = digest
         if len(seen) > SEEN_MAX:
             del seen[next(iter(seen))]
         return False
@@ -232,18 +246,25 @@ class UserState:
         return None
 
     # ------------------------------------------------------------------ codec
+    # version 4: [4, baseline, sessions, pending, recent, code_times, seen ids (b64 uint32),
+    #             early, seen digests (b64 uint32, same order), positions of unknown digests]
+    # 3 lacks the last two (digests unknown), 2 also lacks `early`.
     def to_bytes(self) -> bytes:
+        digests = list(self.seen.values())
+        unknown = [i for i, d in enumerate(digests) if d == UNKNOWN_DIGEST]
+        for i in unknown:
+            digests[i] = 0
         return orjson.dumps([USER_STATE_VERSION, self.baseline.to_wire(),
                              {sid: s.to_wire() for sid, s in self.sessions.items()},
                              {cid: p.to_wire() for cid, p in self.pending.items()},
                              [r.to_wire() for r in self.recent], self.code_times,
-                             base64.b64encode(array("I", self.seen).tobytes()).decode(),
-                             [e.to_wire() for e in self.early]])
+                             _b64_uint32(self.seen), [e.to_wire() for e in self.early],
+                             _b64_uint32(digests), unknown])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
-        """Reads versions 2 (before held code entries), 3 (decided codes with their severity)
-        and 4 (decided codes with their issue score)."""
+        """Reads versions 2 (before held code entries), 3 (decided codes with their severity,
+        ids without content digests) and 4 (issue scores, content digests)."""
         version, baseline, sessions, pending, recent, code_times, seen, *rest = orjson.loads(data)
         if version not in (2, 3, 4):
             raise ValueError(f"unknown UserState version {version}")
@@ -255,10 +276,25 @@ class UserState:
         state.pending = {cid: PendingCode.from_wire(v) for cid, v in pending.items()}
         state.recent = [DecidedCode.from_wire(r, version) for r in recent]
         state.code_times = code_times
-        hashes = array("I")
-        hashes.frombytes(base64.b64decode(seen))
-        state.seen = dict.fromkeys(hashes)
+        keys = _uint32_b64(seen)
+        if version >= 4:
+            digests = _uint32_b64(rest[1])
+            for i in rest[2]:
+                digests[i] = UNKNOWN_DIGEST
+            state.seen = dict(zip(keys, digests))
+        else:                                  # ids only: a repeat of one is a plain duplicate
+            state.seen = dict.fromkeys(keys, UNKNOWN_DIGEST)
         return state
+
+
+def _b64_uint32(values) -> str:
+    return base64.b64encode(array("I", values).tobytes()).decode()
+
+
+def _uint32_b64(text: str) -> list[int]:
+    values = array("I")
+    values.frombytes(base64.b64decode(text))
+    return values.tolist()
 
 
 class NetworkState:

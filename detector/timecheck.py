@@ -2,9 +2,11 @@
 
 Two bounds, both used by replay and by the Kafka worker:
 
-* absolute: the contract accepts only timestamps in [1970-01-01, 2200-01-01) UTC
-  (:data:`EARLIEST_T`, :data:`LATEST_T`), so every accepted time formats, and every
-  deadline built from it (time + a few windows) formats too;
+* absolute: the contract accepts only timestamps whose *written* year is 1970..2199 (one
+  rule, in the pattern the JSON Schema and the hand validator share), i.e. UTC instants in
+  [:data:`EARLIEST_T`, :data:`LATEST_T`) = [1969-12-31T10:00Z, 2200-01-01T14:00Z) once the
+  offset (at most +-14:00) is applied; every accepted time formats, and every deadline
+  built from it (time + a few windows) formats too;
 * relative: an event more than ``max_ahead_s`` ahead of, or ``max_behind_s`` behind, the
   clock it would move (replay: the detector's event time; worker: the largest event time
   read on that input partition) is rejected with reason ``clock_skew`` and moves nothing.
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EARLIEST_T = 0.0                 # 1970-01-01T00:00:00Z
-LATEST_T = 7_258_118_400.0       # 2200-01-01T00:00:00Z
+EARLIEST_T = -14 * 3600.0                 # 1970-01-01T00:00:00+14:00
+LATEST_T = 7_258_118_400.0 + 14 * 3600.0  # 2200-01-01T00:00:00-14:00 (exclusive)
 SKEW_REASON = "clock_skew"
 
 

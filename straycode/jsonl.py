@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import IO, Iterator
 
-import orjson
+from .detector.deadletter import DeadLetter
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -39,19 +39,17 @@ def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes |
 
 
 class DeadLetters:
-    """Where bad input goes, with its reason; counted per reason."""
+    """Where bad input goes: one :class:`DeadLetter` per line, counted per reason."""
 
     def __init__(self, path: str | Path | None):
         self.path = path
         self._out = open(path, "wb") if path else None
         self.counts: dict[str, int] = {}
 
-    def put(self, where: dict, reason: str, error: str, raw: bytes | None) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
+    def put(self, letter: DeadLetter) -> None:
+        self.counts[letter.reason] = self.counts.get(letter.reason, 0) + 1
         if self._out is not None:
-            record = dict(where, reason=reason, error=error,
-                          raw=(raw[:1024].decode("utf-8", "replace") if raw is not None else None))
-            self._out.write(orjson.dumps(record) + b"\n")
+            self._out.write(letter.to_bytes() + b"\n")
 
     @property
     def total(self) -> int:

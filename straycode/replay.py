@@ -15,9 +15,11 @@ from tqdm import tqdm
 
 from .detector.alerts import Alert, ScoreRecord
 from .detector.contract import ContractError, decode_line
+from .detector.deadletter import DeadLetter
 from .detector.engine import Detector
 from .detector.enrich import Enricher
 from .detector.ocsf import render_alert
+from .detector.timecheck import SKEW_REASON, TimeBounds
 from .jsonl import DeadLetters, open_input, read_lines
 from .runtime import tune_gc
 from .settings import detector_settings, load_settings
@@ -58,6 +60,7 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
         counts_extra = {}
     fmt = settings["alerts"]["format"]
     max_bytes = settings["input"]["max_line_bytes"]
+    bounds = TimeBounds.from_settings(settings["input"])
     dead = DeadLetters(dead_letter_path)
     counts = {"lines": 0, "events": 0, "scores": 0, "alerts": 0, "alert_updates": 0, **counts_extra}
     started = time.perf_counter()
@@ -82,16 +85,22 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
             for number, line, size in read_lines(source, max_bytes):
                 counts["lines"] += 1
                 bar.update(size)
-                if line is None:
-                    dead.put({"line": number}, "too_large", f"{size} bytes > limit {max_bytes}", None)
+                where = {"line": number}
+                if line is None:          # not held in memory: its size says what it was
+                    dead.put(DeadLetter.of("too_large", f"{size} bytes > limit {max_bytes}",
+                                           where, None, size=size))
                     continue
                 try:
                     event = decode_line(line, max_bytes)
+                    skew = bounds.problem(event.t, detector.watermark)
+                    if skew is not None:  # one wild clock must not decide everyone's codes
+                        raise ContractError(SKEW_REASON, skew)
+                    outputs = detector.process(event)   # may refuse before changing anything
                 except ContractError as exc:
-                    dead.put({"line": number}, exc.reason, exc.detail, line)
+                    dead.put(DeadLetter.of(exc.reason, exc.detail, where, line))
                     continue
                 counts["events"] += 1
-                emit(detector.process(event))
+                emit(outputs)
             emit(detector.flush())
             if dispatcher is not None:
                 delivered = dispatcher.run_until_idle(settings["hooks"]["timeout_s"] * 6)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 
+import orjson
+
 _PLACES = {   # Context.to_dict() of detector/enrich.py
     "home": {"ip": "81.2.69.142", "network": "AS20712", "prefix": "81.2.69.0/24", "asn": 20712,
              "as_org": "Andrews & Arnold Ltd", "country": "GB", "city": "London", "lat": 51.5142,
@@ -47,23 +49,25 @@ _REASONS = {   # Verdict.reasons(): sorted by weight, negative terms included
 }
 
 
-def alert_id_for(code_event_id: str) -> str:
-    return "sc-" + hashlib.sha256(code_event_id.encode()).hexdigest()[:16]
+def alert_id_for(code_event_id: str, user_id: str = "u-alice") -> str:
+    """The engine's rule (detector.alerts.alert_id_for), restated: one alert per user and code."""
+    return "sc-" + hashlib.sha256(orjson.dumps([user_id, code_event_id])).hexdigest()[:16]
 
 
 def make_alert(*, code_event_id: str = "evt-code-0001", user_id: str = "u-alice",
                flow: str = "password_verified", severity: str = "high", kind: str = "created",
                status: str = "open", score: float = 0.93, actions: list[str] | None = None,
                ts: str = "2026-03-14T09:26:53.589Z",
-               decided_ts: str = "2026-03-14T09:31:53.589Z") -> dict:
+               decided_ts: str = "2026-03-14T09:31:53.589Z", revision: int | None = None) -> dict:
     """A native alert as the engine would write it; override what the test is about."""
     if actions is None:
         actions = (["force_password_reset", "revoke_sessions", "notify_user"]
                    if flow == "password_verified" else ["notify_user", "review"])
     login = copy.deepcopy(_PLACES["attacker"]) if flow == "password_verified" else None
     return {
-        "alert_id": alert_id_for(code_event_id),
+        "alert_id": alert_id_for(code_event_id, user_id),
         "version": 1,
+        "revision": revision or (1 if kind == "created" else 2),
         "kind": kind,
         "code_event_id": code_event_id,
         "user_id": user_id,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from straycode.detector import contract
+from straycode.detector import contract, timecheck
 from straycode.detector.contract import (CodeIssued, CodeVerified, ContractError, DeviceTrusted,
                                          Login, PasswordChanged, UserFeedback, decode_line,
                                          parse_event, to_json_dict)
@@ -190,6 +190,25 @@ def test_line_limit_is_configurable():
         decode_line(line, max_bytes=len(line) - 1)
 
 
+@pytest.mark.parametrize("ts,ok", [
+    ("1970-01-01T00:00:00+14:00", True), ("1970-01-01T00:00:00Z", True),
+    ("2199-12-31T23:59:59.999-14:00", True), ("2026-03-01T08:00:00Z", True),
+    ("1969-12-31T23:59:59Z", False), ("1969-12-31T23:00:00-14:00", False),
+    ("2200-01-01T00:00:00Z", False), ("2200-01-01T00:00:00+14:00", False),
+    ("9999-12-31T23:59:59Z", False), ("0001-01-01T00:00:00+01:00", False)])
+def test_timestamp_year_range_is_the_written_year(ts, ok, schema_validator):
+    """One rule on both sides: the year written in the string is 1970..2199, whatever the
+    offset; so every accepted time lies in [EARLIEST_T, LATEST_T) and formats."""
+    assert schema_validator.is_valid(with_("login", ts=ts)) is ok
+    if ok:
+        t = parse_event(with_("login", ts=ts)).t
+        assert timecheck.EARLIEST_T <= t < timecheck.LATEST_T
+        assert contract.utc_iso(t + 30 * 86400)        # with a month of windows on top
+    else:
+        with pytest.raises(ContractError, match="bad_timestamp"):
+            parse_event(with_("login", ts=ts))
+
+
 def test_hand_timestamp_regex_is_the_schema_pattern():
     assert contract.schema()["properties"]["ts"]["pattern"] == contract.TS_PATTERN
 
@@ -218,6 +237,12 @@ CORPUS = [VALID[t] for t in sorted(VALID)] + [
     with_("login", asn=True), with_("login", asn=1.5), with_("login", type=None),
     with_("code_issued", channel=None), with_("code_issued", purpose=...),
     with_("code_verified", success=None), with_("login", session_id=""),
+    # the year range rule (written year 1970..2199), at and beyond its edges
+    with_("login", ts="0000-01-01T00:00:00Z"), with_("login", ts="0001-01-01T00:00:00+01:00"),
+    with_("login", ts="1969-12-31T23:59:59Z"), with_("login", ts="1970-01-01T00:00:00+14:00"),
+    with_("login", ts="1970-01-01T00:00:00Z"), with_("login", ts="2199-12-31T23:59:59.999999999-14:00"),
+    with_("login", ts="2200-01-01T00:00:00Z"), with_("login", ts="9999-12-31T23:59:59Z"),
+    with_("login", ts="10000-01-01T00:00:00Z"),
 ]
 
 
@@ -228,8 +253,7 @@ def _loads_or_none(raw: bytes):
         return None
 
 
-CALENDAR_GAP = ["2026-02-30T08:00:00Z", "2025-02-29T08:00:00Z", "0000-01-01T00:00:00Z",
-                "2026-03-01T08:00:00Z\n"]
+CALENDAR_GAP = ["2026-02-30T08:00:00Z", "2025-02-29T08:00:00Z", "2026-03-01T08:00:00Z\n"]
 CORPUS += [doc for _, raw, _ in BAD if (doc := _loads_or_none(raw)) is not None
            and not (isinstance(doc, dict) and doc.get("ts") in CALENDAR_GAP)]
 

@@ -101,6 +101,55 @@ def test_evidence_carries_login_and_code_context():
         "code_request"]
 
 
+def test_observables_point_at_what_a_siem_pivots_on():
+    """User, IPs, countries, devices and user agents, each with its OCSF 1.6 observable
+    type_id and the path of the attribute it was taken from; a value shared by the code
+    request and the login is listed once."""
+    alert = make_alert(flow="password_verified")
+    alert["observed"]["login"].update(ip="175.16.199.8", device_id="dev-evil")
+    f = ocsf.to_ocsf(alert)
+    obs = {(o["type_id"], o["value"]): o for o in f["observables"]}
+    assert obs[(31, "u-alice")]["name"] == "evidences[0].user.uid"
+    assert obs[(2, "175.16.199.7")]["name"] == "evidences[0].src_endpoint.ip"
+    assert obs[(2, "175.16.199.8")]["name"] == "evidences[1].src_endpoint.ip"
+    assert obs[(14, "CN")]["name"] == "evidences[0].src_endpoint.location.country"
+    assert obs[(47, "dev-evil")]["name"] == "evidences[1].device.uid"
+    assert obs[(16, alert["observed"]["code"]["user_agent"])]["type"] == "HTTP User-Agent"
+    assert {o["type"] for o in f["observables"]} == {
+        "User Object: uid", "IP Address", "Country", "Device Object: uid", "HTTP User-Agent"}
+    assert len(obs) == len(f["observables"]) == 6        # CN, the UA and the user once each
+    for o in f["observables"]:                            # every name resolves to its value
+        node = f
+        for part in o["name"].replace("[", ".").replace("]", "").split("."):
+            node = node[int(part)] if part.isdigit() else node[part]
+        assert node == o["value"]
+
+
+def test_message_is_one_human_line():
+    f = ocsf.to_ocsf(make_alert(flow="password_verified", severity="critical"))
+    assert f["message"] == (
+        "Critical straycode alert for user u-alice: sms code for login, flow password_verified, "
+        "score 0.93; reasons: new_network_and_country, impossible_travel, code_not_entered; "
+        "actions: force_password_reset, revoke_sessions, notify_user")
+    alert = make_alert(flow="no_password", kind="updated", status="escalated", actions=[],
+                       user_id="eve\nINJECTED")
+    message = ocsf.to_ocsf(alert)["message"]
+    assert "\n" not in message and message.startswith("High straycode alert update (revision 2")
+    assert message.endswith("actions: none")
+
+
+def test_revision_and_provider_in_metadata():
+    created, updated = make_alert(), make_alert(kind="updated", status="escalated", revision=3)
+    fc, fu = ocsf.to_ocsf(created), ocsf.to_ocsf(updated)
+    assert (fc["metadata"]["sequence"], fu["metadata"]["sequence"]) == (1, 3)
+    assert fc["metadata"]["uid"] == created["alert_id"] + ":1"
+    assert fu["metadata"]["uid"] == created["alert_id"] + ":3"
+    assert fc["metadata"]["log_provider"] == "straycode"
+    assert fc["metadata"]["version"] == "1.6.0"
+    assert ocsf.from_ocsf(fu)["revision"] == 3
+    assert "revision" not in fu["unmapped"]
+
+
 def test_anomaly_analyses_compare_observed_with_baseline():
     f = ocsf.to_ocsf(make_alert(flow="password_verified"))
     (analysis,) = f["anomaly_analyses"]
@@ -147,6 +196,9 @@ def test_unmapped_keeps_native_only_fields():
     lambda a: a["reasons"][0].pop("code"),
     lambda a: a.update(actions=["delete_user"]),
     lambda a: a.update(flow="magic"),
+    lambda a: a.pop("revision"),
+    lambda a: a.update(revision=2),               # created is revision 1
+    lambda a: a.update(kind="updated", revision=1),
 ])
 def test_invalid_native_alert_fails(mutate, native_validator):
     alert = make_alert()
@@ -165,6 +217,11 @@ def test_invalid_native_alert_fails(mutate, native_validator):
     lambda f: f["metadata"].pop("product"),
     lambda f: f.update(evidences=[]),
     lambda f: f["remediation"].update(desc=""),
+    lambda f: f["metadata"].update(sequence=2),    # a Create is revision 1
+    lambda f: f["metadata"].pop("log_provider"),
+    lambda f: f.update(message="two\nlines"),
+    lambda f: f["observables"].append({"name": "evidences[0].user.uid", "type_id": 4,
+                                       "value": "x"}),
 ])
 def test_invalid_finding_fails(mutate, ocsf_validator):
     finding = ocsf.to_ocsf(make_alert())
@@ -197,7 +254,8 @@ def test_from_ocsf_round_trips_what_consumers_act_on(flow, kind, status, native_
     alert = make_alert(flow=flow, kind=kind, status=status)
     back = ocsf.from_ocsf(ocsf.to_ocsf(alert))
     native_validator.validate(back)
-    for key in ("alert_id", "version", "kind", "code_event_id", "user_id", "score", "issue_score",
+    for key in ("alert_id", "version", "revision", "kind", "code_event_id", "user_id", "score",
+                "issue_score",
                 "severity", "confidence", "flow", "purpose", "channel", "reasons", "actions",
                 "baseline", "status"):
         assert back[key] == alert[key], key

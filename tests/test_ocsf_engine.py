@@ -35,6 +35,10 @@ def test_engine_alerts_render_and_validate(geo_dbs):
     alice = [f for a, f in zip(alerts, findings) if a["code_event_id"] == code]
     assert [f["activity_id"] for f in alice] == [1, 2]
     assert [f["type_uid"] for f in alice] == [200401, 200402]
+    assert [f["metadata"]["sequence"] for f in alice] == [1, 2]
+    assert all(o["value"] for f in findings for o in f["observables"])
+    assert {(o["type_id"], o["value"]) for o in alice[0]["observables"]} >= {
+        (31, "alice"), (2, CN), (14, "CN")}
     assert len({f["finding_info"]["uid"] for f in alice}) == 1
     assert alice[1]["status"] == "In Progress"            # user said "not me": escalated
     assert alice[0]["unmapped"]["flow"] == "password_verified"

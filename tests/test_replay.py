@@ -4,15 +4,20 @@ golden scenario (tests/data/golden_events.jsonl, see make_golden.py) gives the i
 alerts, deterministically."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from datetime import datetime, timedelta
+
 import orjson
 import pytest
 
+from straycode.detector import ocsf
 from straycode.detector.alerts import alert_id_for
 from straycode.detector.policy import GUARDED
 
@@ -86,11 +91,17 @@ def bad_file(tmp_path_factory) -> Path:
 def check_bad_file_outcome(proc, scores, dead):
     expected = {n: reason for n, (_, reason) in enumerate(BAD_FILE, start=1) if reason}
     letters = read_jsonl(dead)
-    assert {d["line"]: d["reason"] for d in letters} == expected
-    assert all(d["error"] for d in letters)
+    assert {d["source"]["line"]: d["reason"] for d in letters} == expected
+    assert all(d["detail"] and d["version"] == 1 for d in letters)    # one DeadLetter shape
     big = next(d for d in letters if d["reason"] == "too_large")
-    assert big["raw"] is None                               # never copied whole
-    assert any(d["raw"] and d["raw"].startswith('{"event_id": "x1"') for d in letters)
+    raw_big = BAD_FILE[big["source"]["line"] - 1][0]
+    assert (big["excerpt"], big["sha256"], big["size"]) == (None, None, len(raw_big) + 1)
+    assert big["truncated"]                                 # never copied whole
+    cut = next(d for d in letters if d["source"]["line"] == 2)
+    assert cut["excerpt"] == BAD_FILE[1][0].decode()
+    assert cut["sha256"] == hashlib.sha256(BAD_FILE[1][0]).hexdigest()
+    binary = next(d for d in letters if d["source"]["line"] == 13)
+    assert base64.b64decode(binary["excerpt_b64"]) == BAD_FILE[12][0]
     s = summary(proc)
     assert int(s["dead_letters"]) == len(expected)
     reasons = {}
@@ -190,12 +201,13 @@ def test_golden_feedback_updates_the_attack_alert(golden):
     assert [a["kind"] for a in about] == ["created", "updated"]
     assert about[0]["alert_id"] == about[1]["alert_id"]
     assert (about[0]["status"], about[1]["status"]) == ("open", "escalated")
+    assert [a["revision"] for a in about] == [1, 2]          # the update supersedes the create
 
 
-def test_golden_alert_ids_derive_from_code_ids(golden):
+def test_golden_alert_ids_derive_from_user_and_code_ids(golden):
     _proc, alerts, _scores, _dead = golden[0]
     for a in read_jsonl(alerts):
-        assert a["alert_id"] == alert_id_for(a["code_event_id"])
+        assert a["alert_id"] == alert_id_for(a["user_id"], a["code_event_id"])
 
 
 def test_golden_runs_are_byte_identical(golden):
@@ -212,3 +224,90 @@ def test_golden_ocsf_output_carries_the_same_alerts(geo_dbs, golden, tmp_path):
     assert len(findings) == len(native)
     assert all(f["class_uid"] == 2004 for f in findings)
     assert [f["finding_info"]["uid"] for f in findings] == [a["alert_id"] for a in native]
+
+
+# --------------------------------------------------------------------------- poisoned input
+
+def _shifted(ts: str, seconds: float) -> str:
+    """`ts` moved by `seconds`, written with the same offset."""
+    return (datetime.fromisoformat(ts) + timedelta(seconds=seconds)).isoformat()
+
+
+def poisoned_golden() -> tuple[bytes, dict[int, str], int]:
+    """The golden stream with wild lines inserted mid-stream, before the attack: each must be
+    dead-lettered and change nothing. Returns (file, {line number: reason}, plain repeats)."""
+    lines = GOLDEN.read_bytes().splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["event_id"] == ATTACK) - 3
+    before = json.loads(lines[at - 1])
+    inserts = [
+        # a contract-valid-looking password change dated at the end of time
+        (dict(event_id="wild-9999", type="password_changed", ts="9999-12-31T23:59:59Z",
+              user_id="alice"), "bad_timestamp"),
+        # two years ahead: in range, but it would decide every pending code at once
+        (dict(event_id="wild-2y", type="code_issued", ts=_shifted(before["ts"], 2 * 365 * 86400),
+              user_id="bob", session_id=None, channel="sms", purpose="login"), "clock_skew"),
+        (dict(event_id="wild-2y-pw", type="password_changed",
+              ts=_shifted(before["ts"], 2 * 365 * 86400), user_id="carol"), "clock_skew"),
+        # year 1, with an offset that took it below datetime's range
+        (dict(event_id="wild-1", type="code_issued", ts="0001-01-01T00:00:00+01:00",
+              user_id="carol", session_id=None, channel="sms", purpose="login"), "bad_timestamp"),
+        # the previous event's id again, one second later: same id, another event
+        (dict(before, ts=_shifted(before["ts"], 1)), "conflicting_duplicate"),
+        # the previous event again, written differently (key order, offset, an unknown
+        # field): a plain redelivery, not a conflict and not a dead letter
+        ({**{k: before[k] for k in reversed(list(before))},
+          "ts": _shifted(before["ts"], 0), "delivery": 2}, None),
+    ]
+    out = lines[:at] + [orjson.dumps(doc) for doc, _ in inserts] + lines[at:]
+    reasons = {at + 1 + i: reason for i, (_, reason) in enumerate(inserts) if reason}
+    return b"\n".join(out) + b"\n", reasons, 1
+
+
+def test_wild_times_and_conflicting_duplicates_change_nothing(geo_dbs, golden, tmp_path):
+    """Far-future, far-past and two-years-ahead events, and a conflicting duplicate, inserted
+    mid-stream: every other output is byte-for-byte the clean stream's, and each wild line is
+    in the dead letters with its reason and line number."""
+    _proc, clean_alerts, clean_scores, _dead = golden[0]
+    data, reasons, repeats = poisoned_golden()
+    path = tmp_path / "poisoned.jsonl"
+    path.write_bytes(data)
+    proc, alerts, scores, dead = replay(geo_dbs, str(path), tmp_path / "out")
+    assert scores.read_bytes() == clean_scores.read_bytes()
+    assert alerts.read_bytes() == clean_alerts.read_bytes()
+    letters = read_jsonl(dead)
+    assert {d["source"]["line"]: d["reason"] for d in letters} == reasons
+    raw = data.splitlines()
+    for d in letters:
+        line = raw[d["source"]["line"] - 1]
+        assert d["sha256"] == hashlib.sha256(line).hexdigest() and d["size"] == len(line)
+    skew = [d for d in letters if d["reason"] == "clock_skew"]
+    assert all("ahead of the clock" in d["detail"] for d in skew)
+    s = summary(proc)
+    assert int(s["dead_letters"]) == len(reasons) and int(s["duplicates"]) == repeats
+    assert int(s["events"]) + int(s["dead_letters"]) == int(s["lines"])
+
+
+@pytest.mark.parametrize("start", ["2199-12-31T23:50:00-14:00", "1970-01-01T00:00:00+14:00"])
+def test_alerts_format_at_the_edges_of_the_accepted_time_range(geo_dbs, tmp_path, start):
+    """The first and last accepted instants (and deadlines beyond them) format as native and
+    OCSF alerts; nothing is dead-lettered."""
+    def code(i: int, after_s: int) -> dict:   # a password-reset code, never entered
+        return dict(event_id=f"r{i}", type="code_issued", ts=_shifted(start, after_s),
+                    user_id=f"u{i}", session_id=None, channel="sms", purpose="password_reset",
+                    ip="175.16.199.7")
+
+    # four users' codes from one IP (decided by the clock), feedback on one (an update), and
+    # a last code in the last seconds, decided by flush() after the range's last instant
+    events = [code(i, 60 * i) for i in range(4)] + [
+        dict(event_id="fb", type="user_feedback", ts=_shifted(start, 590), user_id="u3",
+             code_event_id="r3", verdict="not_me"), code(4, 599)]
+    path = tmp_path / "edge.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    proc, alerts, scores, dead = replay(geo_dbs, str(path), tmp_path / "out", fmt="both")
+    assert dead.read_text() == "" and len(read_jsonl(scores)) == 5
+    records = read_jsonl(alerts)
+    assert records, "the edge case must produce alerts to format"
+    assert any(r["native"]["status"] == "escalated" for r in records)     # the feedback
+    for record in records:
+        assert ocsf.from_ocsf(record["ocsf"])["decided_ts"] == record["native"]["decided_ts"]
+        assert ocsf.from_ocsf(record["ocsf"])["ts"] == record["native"]["ts"]

@@ -10,7 +10,7 @@ import pytest
 from detector_helpers import (CN, DAY, HOME, HOME2, HOUR, SE, T0, UA_IPHONE, UA_LINUX, VPN, Run,
                               make_detector)
 from straycode.detector.engine import Detector
-from straycode.detector.state import NetworkState, UserState
+from straycode.detector.state import UNKNOWN_DIGEST, NetworkState, UserState
 
 
 class BytesTable(MutableMapping):
@@ -124,6 +124,52 @@ def test_user_state_round_trip_keeps_every_field(geo_dbs):
         assert again.to_bytes() == state.to_bytes()
 
 
+def test_user_states_stored_by_earlier_versions_still_read(geo_dbs):
+    """Changelogs written by earlier versions recover: 2 (without held code entries) and 3
+    (event ids without content digests: a repeat of one of those is a plain duplicate)."""
+    import dataclasses
+
+    import orjson
+
+    run = Run(make_detector(geo_dbs))
+    scenario(run)
+    for state in run.det.users.values():
+        version, *fields, early, digests, unknown = orjson.loads(state.to_bytes())
+        assert (version, early, unknown) == (4, state.early, [])
+        for old_version, old_fields in ((2, fields), (3, [*fields, early])):
+            old = UserState.from_bytes(orjson.dumps([old_version, *old_fields]))
+            assert old.early == ([] if old_version == 2 else state.early)
+            assert old.pending == state.pending
+            # up to version 3 the issue score's slot held the severity: not read back
+            assert old.recent == [dataclasses.replace(r, issue_score=None) for r in state.recent]
+            assert old.baseline.to_wire() == state.baseline.to_wire()
+            assert list(old.seen) == list(state.seen)
+            assert set(old.seen.values()) == {UNKNOWN_DIGEST}
+            again = UserState.from_bytes(old.to_bytes())           # stored anew as version 4
+            assert again.seen == old.seen
+
+
+def test_event_ids_from_a_version_3_state_stay_plain_duplicates(geo_dbs):
+    """An id remembered without its content (version 3) cannot be judged: its repeat is a
+    duplicate whatever it holds, as before; ids seen after the upgrade are judged."""
+    import orjson
+
+    from straycode.detector.contract import ContractError, parse_event
+
+    det = make_detector(geo_dbs)
+    doc = {"event_id": "e1", "type": "login", "ts": "2026-01-05T09:00:00Z", "user_id": "alice",
+           "session_id": "s1", "password_ok": True, "ip": HOME}
+    det.process(parse_event(doc))
+    version, *fields, early, _digests, _unknown = orjson.loads(det.users["alice"].to_bytes())
+    det.users["alice"] = UserState.from_bytes(orjson.dumps([3, *fields, early]))
+    assert det.process(parse_event(dict(doc, password_ok=False))) == []
+    assert det.stats["duplicates"] == 1
+    det.process(parse_event(dict(doc, event_id="e2", ts="2026-01-05T09:01:00Z")))
+    with pytest.raises(ContractError) as info:
+        det.process(parse_event(dict(doc, event_id="e2", ts="2026-01-05T09:01:00Z", ip=CN)))
+    assert info.value.reason == "conflicting_duplicate"
+
+
 def test_network_state_round_trip_and_decay():
     net = NetworkState()
     t = int(T0)
@@ -164,7 +210,8 @@ def test_repeated_event_ids_are_ignored(geo_dbs):
     for _ in range(3):
         run.send("code_issued", t + 5, "alice", event_id="C1", session_id=s, channel="sms",
                  purpose="login")
-    run.send("login", t, "alice", event_id="L1", session_id=s, password_ok=True, ip=CN)
+    run.send("login", t, "alice", event_id="L1", session_id=s, password_ok=True, ip=CN,
+             device_id="evil", user_agent=UA_LINUX)     # the same login, delivered again
     run.flush()
     assert len([r for r in run.scores() if r.code_event_id == "C1"]) == 1
     assert run.det.stats["duplicates"] == 3
