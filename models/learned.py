@@ -152,7 +152,7 @@ def train_model(frame: pd.DataFrame, kind: str = "hgb", seed: int = 0, test_frac
 
     scored = test & labelled
     y_test = y_all[scored]
-    p_test = model_probability(estimator, X_all[scored])
+    p_test = model_probability(estimator, X_all[scored]) if scored.any() else np.zeros(0)
     s_test = frame["score"].to_numpy(dtype=float)[scored]
     blended = np.array([blend(s, p, blend_weight) for s, p in zip(s_test, p_test)])
     t = frame["t"].to_numpy(dtype=float)
