@@ -32,6 +32,7 @@ import skops.io as sio
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.linear_model import LogisticRegression
+from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from straycode.detector.learned import FEATURE_NAMES, FEATURE_VERSION, ModelError, blend
@@ -66,7 +67,7 @@ def _library_versions() -> dict:
 def make_estimator(kind: str, seed: int, n_train: int | None = None):
     if kind == "hgb":
         base = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15,
             min_samples_leaf=max(5, min(20, (n_train or 100) // 50)), l2_regularization=1.0,
             class_weight="balanced", early_stopping=False, random_state=seed)
     elif kind == "logistic":
@@ -243,13 +244,45 @@ def load_scorer(path: str | Path) -> "LearnedScorer":
 
 
 # ---------------------------------------------------------------------------- scoring
+def _tree_walker(hgb: HistGradientBoostingClassifier):
+    """The raw decision value of a fitted binary HistGradientBoostingClassifier, walking
+    its trees in plain Python (numeric features without missing values, as ours are)."""
+    trees = []
+    for (predictor,) in hgb._predictors:
+        nodes = predictor.nodes
+        trees.append(list(zip(nodes["is_leaf"].tolist(), nodes["feature_idx"].tolist(),
+                              nodes["num_threshold"].tolist(), nodes["left"].tolist(),
+                              nodes["right"].tolist(), nodes["value"].tolist())))
+    baseline = float(np.asarray(hgb._baseline_prediction).ravel()[0])
+
+    def decision(X: np.ndarray) -> np.ndarray:
+        x = X[0].tolist()
+        raw = 0.0 + baseline
+        for tree in trees:
+            node = tree[0]
+            while not node[0]:
+                node = tree[node[3] if x[node[1]] <= node[2] else node[4]]
+            raw += node[5]
+        return np.array([raw])
+    return decision
+
+
 class LearnedScorer:
     """What the detector calls per decided code (see detector/learned.py: ``apply``).
 
-    Deterministic: a fitted estimator and a fixed occlusion rule. ``explain`` attributes
-    the probability to the features that are non-zero in this row: the contribution of
-    a feature is how much the probability drops when that feature alone is set to 0
-    (absent term / other category); the top ``n_top`` by magnitude are reported.
+    One code at a time is the online case, and scikit-learn's per-call overhead (input
+    validation, OpenMP start-up for gradient boosting) costs milliseconds per row there.
+    For the calibrated models the scorer therefore evaluates the fitted pieces directly:
+    the base model's decision value (gradient boosting: the baseline plus each tree's
+    leaf value, summed in the same order as scikit-learn; logistic regression: the dot
+    product) fed to the fitted sigmoid
+    ``expit(-(a * f + b))`` -- the arithmetic of ``predict_proba``, checked against it in
+    tests/test_learned.py. Offline scoring goes through the same per-row path, so the
+    online and offline numbers are the same floats.
+
+    ``explain`` attributes the probability to the features that are non-zero in this
+    row: a feature's contribution is how much the probability drops when that feature
+    alone is set to 0 (absent term / other category); the top ``n_top`` by magnitude.
     """
 
     def __init__(self, estimator, card: dict, n_top: int = 3):
@@ -257,26 +290,45 @@ class LearnedScorer:
         self.card = card
         self.n_top = n_top
         self.names = list(FEATURE_NAMES)
+        self._decision = None
+        if isinstance(estimator, CalibratedClassifierCV) and len(estimator.calibrated_classifiers_) == 1:
+            fitted = estimator.calibrated_classifiers_[0]
+            base, calibrator = fitted.estimator, fitted.calibrators[0]
+            if list(fitted.classes) == [0, 1] and list(base.classes_) == [0, 1]:
+                self._a, self._b = float(calibrator.a_), float(calibrator.b_)
+                if isinstance(base, HistGradientBoostingClassifier):
+                    self._decision = _tree_walker(base)
+                elif isinstance(base, LogisticRegression):
+                    coef, intercept = base.coef_[0].copy(), float(base.intercept_[0])
+                    self._decision = lambda X: X @ coef + intercept
 
     def probabilities(self, X) -> np.ndarray:
-        return model_probability(self.estimator, np.asarray(X, dtype=float))
+        X = np.asarray(X, dtype=float)
+        if self._decision is None:
+            return model_probability(self.estimator, X)
+        return np.array([self.probability(row) for row in X], dtype=float)
 
     def probability(self, features) -> float:
-        return float(self.probabilities(np.asarray(features, dtype=float).reshape(1, -1))[0])
+        x = np.asarray(features, dtype=float).reshape(1, -1)
+        if self._decision is None:
+            return float(model_probability(self.estimator, x)[0])
+        p = float(expit(-(self._a * self._decision(x)[0] + self._b)))
+        return 1.0 if 1.0 < p <= 1.0 + 1e-5 else p
 
     def explain(self, features, probability: float | None = None) -> list[tuple[str, float]]:
         x = np.asarray(features, dtype=float)
         active = np.flatnonzero(x)
         if not len(active):
             return []
-        rows = np.repeat(x.reshape(1, -1), len(active) + 1, axis=0)
-        rows[np.arange(1, len(active) + 1), active] = 0.0
-        p = self.probabilities(rows)
-        contrib = [(self.names[j], round(float(p[0] - p[i + 1]), 4)) for i, j in enumerate(active)]
+        p0 = self.probability(x) if probability is None else probability
+        contrib = []
+        for j in active:
+            occluded = x.copy()
+            occluded[j] = 0.0
+            contrib.append((self.names[j], round(p0 - self.probability(occluded), 4)))
         contrib.sort(key=lambda item: (-abs(item[1]), item[0]))
         return contrib[: self.n_top]
 
     def score_one(self, features) -> tuple[float, list[tuple[str, float]]]:
         p = self.probability(features)
         return p, self.explain(features, p)
-

@@ -281,3 +281,14 @@ def test_cli_train_model_and_evaluate_side_by_side(sim):
     assert run.returncode == 2
     assert run.stderr.startswith("straycode: ") and run.stderr.count("\n") == 1
     assert "sha256" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logistic"])
+def test_one_row_fast_path_equals_predict_proba(kind, tmp_path):
+    model, card = train_model(_synthetic(), kind, seed=2)
+    save_model(model, card, tmp_path / "m.skops")
+    scorer = load_scorer(tmp_path / "m.skops")
+    x = feature_frame(_synthetic(200, seed=8)).to_numpy()
+    assert scorer._decision is not None
+    np.testing.assert_allclose(scorer.probabilities(x), model.predict_proba(x)[:, 1],
+                               rtol=0, atol=1e-12)
