@@ -168,9 +168,9 @@ def test_count_networks_folds_ops_and_dead_letters_malformed(tmp_path, geo_dbs):
     assert final[b"net:AS4837"] == first[b"net:AS4837"]
     dead = h.dead_letters()
     assert [d["reason"] for d in dead] == ["malformed_network_ops"] * 2
-    assert [(d["topic"], d["partition"], d["offset"]) for d in dead] == [
-        (h.topic["network_ops"], 2, 0), (h.topic["network_ops"], 2, 1)]
-    assert dead[0]["value"] == "{not json" and "expected an object" in dead[1]["detail"]
+    assert [(d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
+            for d in dead] == [(h.topic["network_ops"], 2, 0), (h.topic["network_ops"], 2, 1)]
+    assert dead[0]["excerpt"] == "{not json" and "expected an object" in dead[1]["detail"]
     assert h.sent["alerts"] == [] and h.sent["network_ops"] == []
 
 
@@ -190,7 +190,7 @@ def test_score_users_alerts_like_the_detector_and_waits_for_a_lagging_topic(tmp_
     user = user_on(2)
     p = expected_partition(user.encode(), PARTITIONS)
     history = user_stream(user, 3, days=6, attacked=True)       # ends with evil login + code
-    closing = {"event_id": f"{user}-fb", "type": "user_feedback", "ts": iso(T0 + 30 * DAY),
+    closing = {"event_id": f"{user}-fb", "type": "user_feedback", "ts": iso(T0 + 8 * DAY),
                "user_id": user, "code_event_id": "none", "verdict": "me"}
     expected = detector_outputs(h, history + [closing])
     expected_alerts = [o for o in expected if isinstance(o, Alert)]
@@ -263,10 +263,11 @@ def test_score_users_rekeys_and_dead_letters(tmp_path, geo_dbs):
     assert h.sent["events"] == [(user.encode(), orjson.dumps(wrong_key), right),
                                 (user.encode(), orjson.dumps(wrong_part), right)]
     dead = h.dead_letters()
-    assert [(d["reason"], d["topic"], d["partition"], d["offset"], d["key"]) for d in dead] == [
+    assert [(d["reason"], d["source"]["topic"], d["source"]["partition"],
+             d["source"]["offset"], d["source"]["key"]) for d in dead] == [
         ("malformed_json", h.topic["events"], right, 0, user),
         ("missing_field", h.topic["events"], right, 1, user)]
-    assert dead[0]["value"] == bad_json.decode() and "user_id" in dead[1]["detail"]
+    assert dead[0]["excerpt"] == bad_json.decode() and "user_id" in dead[1]["detail"]
     det = h.pipe.detectors[right]
     assert set(h.pipe.detectors) == {right}
     # only the well-keyed login reached the detector, and its state was written
@@ -308,9 +309,9 @@ def test_processing_error_parks_one_event_and_keeps_the_rest_of_its_batch(tmp_pa
     asyncio.run(run())
     assert len(h.batches) == 1                                   # all four in one batch
     (dead,) = h.dead_letters()
-    assert (dead["reason"], dead["key"], dead["value"]) == (
+    assert (dead["reason"], dead["source"]["key"], dead["excerpt"]) == (
         "processing_error", user, orjson.dumps(code).decode())
-    assert "core bug on" in dead["detail"] and dead["topic"] == h.topic["codes"]
+    assert "core bug on" in dead["detail"] and dead["source"]["topic"] == h.topic["codes"]
     # the failed event left nothing behind in its user's state; the others were written
     _raw, part, state = stored_user(h, user)
     assert part == p
@@ -333,8 +334,8 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
     p = expected_partition(user.encode(), PARTITIONS)
     history = user_stream(user, 3, days=6, attacked=True)
     feedback = {"type": "user_feedback", "code_event_id": "none", "verdict": "me"}
-    boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 30 * DAY))
-    later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 31 * DAY))
+    boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 8 * DAY))
+    later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 9 * DAY))
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:
