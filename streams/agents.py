@@ -132,9 +132,22 @@ class Pipeline:
         """Events are handled in batches (up to `kafka.batch_max_events`, or what arrived
         within `kafka.batch_within_s`): one broker acknowledgement wait and one table
         write per user per batch instead of per event. Faust acks (commits) a batch only
-        after this loop body returned."""
+        after this loop body returned, and acks it even when the body raised: an
+        unexpected error therefore stops the batch's partitions (their messages held, not
+        committed) instead of crashing the agent and committing past them."""
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            await self.handle_batch(events)
+            try:
+                await self.handle_batch(events)
+            except Exception as exc:
+                log.exception("handling a batch of %d messages failed", len(events))
+                for p in sorted({e.message.partition for e in events
+                                 if e.message.topic != self.ticks_topic}):
+                    if p not in self.stopped:
+                        self.stop_partition(p, f"handling a batch failed: {exc!r}")
+                for event in events:
+                    msg = event.message
+                    if not msg.acked and msg.topic != self.ticks_topic:
+                        msg.incref()               # take_events' ack must not release it
 
     async def handle_batch(self, events: list) -> None:
         """Admit the batch's messages to the reorder buffer, hand what the watermark has
@@ -177,8 +190,9 @@ class Pipeline:
         for topic, n in read.items():
             self.metrics.events_in.labels(topic).inc(n)
         failed = await self.publish(outbox)
-        for p, reason in failed.items():
-            self.stop_partition(p, reason)
+        for p, error in failed.items():
+            self.stop_partition(
+                p, f"output not sent after {self.publish_attempts} attempts: {error}")
         for msg in at_once:
             if msg.partition in failed:
                 msg.incref()                       # its dead letter / re-send did not go out
@@ -393,13 +407,13 @@ class Pipeline:
             self.metrics.dead_letters.labels(*labels).inc()
 
     def stop_partition(self, partition: int, reason: str) -> None:
-        """An output of input partition `partition` could not be sent: stop the partition
+        """Input partition `partition` cannot go on (an output could not be sent): stop it
         instead of skipping its events. Its messages are held from here on (never
         acknowledged, so the committed offset stays before the first one not done), its
         fetching is paused, its detector (ahead of its stored state) is dropped, and
         /healthz says why until the partition is reassigned (a rebalance or a restart
         reads it again from the committed offset)."""
-        reason = f"output not sent after {self.publish_attempts} attempts: {reason}"[:500]
+        reason = reason[:500]
         self.stopped[partition] = reason
         self.metrics.partition_stops.inc()
         self.metrics.stopped.set(len(self.stopped))

@@ -57,15 +57,17 @@ class Harness:
         self.pipe.clock.highwater = lambda tp: (self.produced[(tp.topic, tp.partition)]
                                                 + self.unread[(tp.topic, tp.partition)])
         self.pipe.clock.committed = lambda tp: 0
-        # count the input messages whose batch was completely handled
+        # count the input messages whose batch was handled (or raised)
         self.handled = 0
         self.batches: list[list[str]] = []
         real = self.pipe.handle_batch
 
         async def handle_batch(events):
-            await real(events)
-            self.batches.append([e.message.topic for e in events])
-            self.handled += len(events)
+            try:
+                await real(events)
+            finally:                # counted also when it raised (the agent goes on)
+                self.batches.append([e.message.topic for e in events])
+                self.handled += len(events)
         self.pipe.handle_batch = handle_batch
 
     def _capture(self, name: str) -> None:

@@ -141,6 +141,43 @@ def test_an_alert_refused_twice_is_sent_again_and_nothing_stops(tmp_path, geo_db
     assert stored_user(h, user)[2].pending == {}
 
 
+def test_an_unexpected_error_in_a_batch_stops_its_partition_instead_of_crashing(
+        tmp_path, geo_dbs, monkeypatch):
+    # Faust's take_events acknowledges a batch even when the agent's body raised: a crash
+    # would commit past every message of that batch. It stops the partition instead.
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
+    h.pipe.recovered = True
+    alice, bob = user_on(0, "alice"), user_on(3, "bob")
+    a_login, a_code, a_verified = user_stream(alice, 1, days=1, attacked=False)
+    b_day = user_stream(bob, 2, days=1, attacked=False)
+    real = h.pipe.release
+
+    def release(partition, handled, outbox):
+        before = len(handled)
+        real(partition, handled, outbox)
+        if any(e.message.value == orjson.dumps(a_code) for e in handled[before:]):
+            raise RuntimeError("table write failed")
+    monkeypatch.setattr(h.pipe, "release", release)
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            msgs = []
+            for e in (a_login, a_code, a_verified) + tuple(b_day):
+                msgs.append(await h.put_event(agent, e))
+                await h.handled_all(agent, len(msgs))
+            return msgs
+
+    msgs = asyncio.run(run())
+    health = h.pipe.health()
+    assert health["ok"] is False and "table write failed" in health["stopped"][0]
+    assert list(health["stopped"]) == [0]
+    assert msgs[0].acked and not msgs[1].acked and not msgs[2].acked
+    assert h.commit_position(h.topic["codes"], 0) == msgs[1].offset
+    assert h.sample("straycode_partition_stops_total") == 1
+    assert [orjson.loads(v)["code_event_id"] for _k, v, _p in h.sent["scores"]] == [
+        b_day[1]["event_id"]]
+
+
 # --------------------------------------------------------------------------- event time
 def test_impossible_and_skewed_times_change_no_other_users_scores(tmp_path, geo_dbs):
     h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
