@@ -104,6 +104,13 @@ class PartitionClock:
                 held = clock.last_t
         return min(newest, held)
 
+    def newest(self, partition: int) -> float:
+        """The largest event time read on input partition `partition` (any of its topics)
+        since assignment: the clock an event's time is checked against
+        (detector/timecheck.py); NEVER before anything was read."""
+        return max((clock.last_t for clock in self._by_partition.get(partition, ())),
+                   default=NEVER)
+
     def lag(self) -> dict[tuple[str, int], int]:
         out = {}
         for key, clock in self.tps.items():

@@ -35,10 +35,14 @@ class ExactCommitConsumer(AIOKafkaConsumer):
     async def _deliver(self, message: Message) -> None:
         """Record the message as in flight, then hand it to the streams (Faust's conductor)."""
         if self.app.topics.acks_enabled_for(message.topic):
-            tp = message.tp
-            self._in_flight.setdefault(tp, {})[message.offset] = message
-            self._next_offset[tp] = message.offset + 1
+            self.track(message)
         await self._streams_callback(message)
+
+    def track(self, message: Message) -> None:
+        """Count `message` as handed to the streams and not yet acknowledged."""
+        tp = message.tp
+        self._in_flight.setdefault(tp, {})[message.offset] = message
+        self._next_offset[tp] = message.offset + 1
 
     def ack(self, message: Message) -> bool:
         done = super().ack(message)

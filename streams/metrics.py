@@ -31,6 +31,14 @@ class Metrics:
         self.reorder_forced = Counter("straycode_reorder_forced",
                                       "events released ahead of the watermark (buffer full)",
                                       registry=r)
+        self.publish_errors = Counter(
+            "straycode_publish_errors", "outputs the broker did not take (each attempt)",
+            ["output"], registry=r)
+        self.partition_stops = Counter(
+            "straycode_partition_stops",
+            "input partitions stopped because an output could not be sent", registry=r)
+        self.stopped = Gauge("straycode_partitions_stopped",
+                             "input partitions stopped now (see /healthz)", registry=r)
         self.batch_size = Histogram(
             "straycode_batch_messages", "input messages per batch",
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=r)

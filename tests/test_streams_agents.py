@@ -1,135 +1,18 @@
-"""The Faust agents without a broker: faust-streaming's ``Agent.test_context()`` runs an
-agent on a local channel, tables live in ``memory://`` stores, and the pipeline's output
-topics have their ``send`` replaced by a recorder (there is no producer to send with).
-
-Messages are put on the channel with the topic, key and partition a broker would have
-given them (``AgentTestWrapper.put`` can only name the agent's own topic, and the user
-agent reads several), and ``PartitionClock`` asks a fake high watermark: the number of
-messages put on that topic-partition so far (plus what a test says is still unread).
-"""
+"""The Faust agents without a broker (harness: tests/streams_harness.py)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict
 
 import orjson
-from faust.types import Message
 
 from straycode.detector.alerts import Alert, ScoreRecord
 from straycode.detector.contract import parse_event
-from straycode.detector.engine import Detector
-from straycode.detector.enrich import Enricher
 from straycode.detector.ocsf import render_alert
 from straycode.detector.state import NetworkState, short_hash
-from straycode.settings import detector_settings, load_settings
 from straycode.streams.agents import expected_partition
-from straycode.streams.tables import apply_ops, decode_user
-from straycode.streams.worker_cli import build
+from straycode.streams.tables import apply_ops
 from streams_events import DAY, T0, iso, user_stream
-
-PARTITIONS = 4
-WAIT_S = 5.0
-
-
-class Harness:
-    """One app + Pipeline per test, its outputs recorded per topic as (key, value, partition)."""
-
-    def __init__(self, tmp_path, geo_dbs, **over):
-        env = {"STRAYCODE__KAFKA__STORE": "memory://",
-               "STRAYCODE__KAFKA__PARTITIONS": str(PARTITIONS),
-               "STRAYCODE__KAFKA__APP_ID": "agents-test",
-               "STRAYCODE__ALERTS__FORMAT": "native",
-               "STRAYCODE__GEOIP__CITY_DB": str(geo_dbs[0]),
-               "STRAYCODE__GEOIP__ASN_DB": str(geo_dbs[1])}
-        env.update({k: str(v) for k, v in over.items()})
-        self.settings = load_settings(env=env)
-        self.app, self.pipe = build(self.settings, datadir=str(tmp_path / "data"))
-        self.app.finalize()
-        self.app.conf.store = "memory://"
-        kt = self.settings["kafka"]["topics"]
-        self.topic = dict(kt)                        # logical name -> topic name
-        self.sent: dict[str, list[tuple]] = defaultdict(list)
-        for name in ("alerts", "scores", "dead_letters", "network_ops", "events", "ticks"):
-            self._capture(name)
-        # fake consumer positions: (topic, partition) -> messages put / extra unread
-        self.produced: dict[tuple[str, int], int] = defaultdict(int)
-        self.unread: dict[tuple[str, int], int] = defaultdict(int)
-        self.pipe.clock.highwater = lambda tp: (self.produced[(tp.topic, tp.partition)]
-                                                + self.unread[(tp.topic, tp.partition)])
-        self.pipe.clock.committed = lambda tp: 0
-        # count the input messages whose batch was completely handled
-        self.handled = 0
-        self.batches: list[list[str]] = []
-        real = self.pipe.handle_batch
-
-        async def handle_batch(events):
-            await real(events)
-            self.batches.append([e.message.topic for e in events])
-            self.handled += len(events)
-        self.pipe.handle_batch = handle_batch
-
-    def _capture(self, name: str) -> None:
-        topic = getattr(self.pipe.topics, name)
-        records = self.sent[name]
-
-        async def send(key=None, value=None, partition=None, **_kw):
-            records.append((key, value, partition))
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        topic.send = send
-
-    def dead_letters(self) -> list[dict]:
-        return [orjson.loads(v) for _k, v, _p in self.sent["dead_letters"]]
-
-    async def put(self, agent, topic: str, value: bytes, key: bytes | None, partition: int):
-        """What the consumer would hand the agent: the next offset of that topic-partition."""
-        offset = self.produced[(topic, partition)]
-        self.produced[(topic, partition)] += 1
-        msg = Message(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
-                      timestamp_type=0, headers=None, key=key, value=value, checksum=b"",
-                      generation_id=self.app.consumer_generation_id)
-        msg.incref()                # as Faust's conductor does: one reference per stream
-        channel = agent.stream().channel
-        await channel.put(await channel.decode(msg))
-
-    async def put_event(self, agent, event: dict, topic: str | None = None,
-                        key: bytes | None = None, partition: int | None = None):
-        """An input event on the topic a producer would use (split by type), keyed by user."""
-        if topic is None:
-            topic = {"login": self.topic["logins"], "code_issued": self.topic["codes"]}.get(
-                event["type"], self.topic["events"])
-        user = event["user_id"].encode()
-        await self.put(agent, topic, orjson.dumps(event), user if key is None else key,
-                       expected_partition(user, PARTITIONS) if partition is None else partition)
-
-    async def tick(self, agent, partition: int):
-        await self.put(agent, self.topic["ticks"], b"tick", None, partition)
-
-    async def until(self, agent, done, what: str):
-        deadline = time.monotonic() + WAIT_S
-        while not done():
-            if agent.crash_reason is not None:
-                raise AssertionError(f"agent crashed: {agent.crash_reason!r}")
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.005)
-
-    async def handled_all(self, agent, n: int):
-        await self.until(agent, lambda: self.handled >= n, f"{n} handled input messages")
-
-
-def user_on(partition: int, prefix: str = "user") -> str:
-    """A user id whose messages belong on `partition`."""
-    n = 0
-    while expected_partition(f"{prefix}{n}".encode(), PARTITIONS) != partition:
-        n += 1
-    return f"{prefix}{n}"
-
-
-def stored_user(h: Harness, user: str):
-    raw = h.pipe.users.get(user.encode())   # outside a stream: the memory store's own get
-    return None if raw is None else (raw, *decode_user(raw))
+from streams_harness import PARTITIONS, Harness, detector_outputs, stored_user, user_on
 
 
 # --------------------------------------------------------------------------- network agent
@@ -168,29 +51,19 @@ def test_count_networks_folds_ops_and_dead_letters_malformed(tmp_path, geo_dbs):
     assert final[b"net:AS4837"] == first[b"net:AS4837"]
     dead = h.dead_letters()
     assert [d["reason"] for d in dead] == ["malformed_network_ops"] * 2
-    assert [(d["topic"], d["partition"], d["offset"]) for d in dead] == [
-        (h.topic["network_ops"], 2, 0), (h.topic["network_ops"], 2, 1)]
-    assert dead[0]["value"] == "{not json" and "expected an object" in dead[1]["detail"]
+    assert [(d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
+            for d in dead] == [(h.topic["network_ops"], 2, 0), (h.topic["network_ops"], 2, 1)]
+    assert dead[0]["excerpt"] == "{not json" and "expected an object" in dead[1]["detail"]
     assert h.sent["alerts"] == [] and h.sent["network_ops"] == []
 
 
 # --------------------------------------------------------------------------- user agent
-def detector_outputs(h: Harness, events: list[dict]) -> list:
-    """What the batch detector (straycode replay's core) decides on the same events."""
-    geo = h.settings["geoip"]
-    det = Detector(detector_settings(h.settings), Enricher(geo["city_db"], geo["asn_db"]))
-    out = []
-    for e in events:
-        out += det.process(parse_event(e))
-    return out
-
-
 def test_score_users_alerts_like_the_detector_and_waits_for_a_lagging_topic(tmp_path, geo_dbs):
     h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
     user = user_on(2)
     p = expected_partition(user.encode(), PARTITIONS)
     history = user_stream(user, 3, days=6, attacked=True)       # ends with evil login + code
-    closing = {"event_id": f"{user}-fb", "type": "user_feedback", "ts": iso(T0 + 30 * DAY),
+    closing = {"event_id": f"{user}-fb", "type": "user_feedback", "ts": iso(T0 + 8 * DAY),
                "user_id": user, "code_event_id": "none", "verdict": "me"}
     expected = detector_outputs(h, history + [closing])
     expected_alerts = [o for o in expected if isinstance(o, Alert)]
@@ -263,10 +136,11 @@ def test_score_users_rekeys_and_dead_letters(tmp_path, geo_dbs):
     assert h.sent["events"] == [(user.encode(), orjson.dumps(wrong_key), right),
                                 (user.encode(), orjson.dumps(wrong_part), right)]
     dead = h.dead_letters()
-    assert [(d["reason"], d["topic"], d["partition"], d["offset"], d["key"]) for d in dead] == [
+    assert [(d["reason"], d["source"]["topic"], d["source"]["partition"],
+             d["source"]["offset"], d["source"]["key"]) for d in dead] == [
         ("malformed_json", h.topic["events"], right, 0, user),
         ("missing_field", h.topic["events"], right, 1, user)]
-    assert dead[0]["value"] == bad_json.decode() and "user_id" in dead[1]["detail"]
+    assert dead[0]["excerpt"] == bad_json.decode() and "user_id" in dead[1]["detail"]
     det = h.pipe.detectors[right]
     assert set(h.pipe.detectors) == {right}
     # only the well-keyed login reached the detector, and its state was written
@@ -308,9 +182,9 @@ def test_processing_error_parks_one_event_and_keeps_the_rest_of_its_batch(tmp_pa
     asyncio.run(run())
     assert len(h.batches) == 1                                   # all four in one batch
     (dead,) = h.dead_letters()
-    assert (dead["reason"], dead["key"], dead["value"]) == (
+    assert (dead["reason"], dead["source"]["key"], dead["excerpt"]) == (
         "processing_error", user, orjson.dumps(code).decode())
-    assert "core bug on" in dead["detail"] and dead["topic"] == h.topic["codes"]
+    assert "core bug on" in dead["detail"] and dead["source"]["topic"] == h.topic["codes"]
     # the failed event left nothing behind in its user's state; the others were written
     _raw, part, state = stored_user(h, user)
     assert part == p
@@ -333,8 +207,8 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
     p = expected_partition(user.encode(), PARTITIONS)
     history = user_stream(user, 3, days=6, attacked=True)
     feedback = {"type": "user_feedback", "code_event_id": "none", "verdict": "me"}
-    boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 30 * DAY))
-    later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 31 * DAY))
+    boom = dict(feedback, event_id="boom", user_id=other, ts=iso(T0 + 8 * DAY))
+    later = dict(feedback, event_id="later", user_id=other, ts=iso(T0 + 9 * DAY))
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:

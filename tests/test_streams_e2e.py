@@ -19,7 +19,7 @@ def test_worker_alerts_match_replay(tansu, geo_dbs, tmp_path, split):
     app_id = f"e2e-{'split' if split else 'combined'}"
     env = stream_env(tansu, app_id, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
     events, expected = labelled_stream(users=12, days=8)
-    closing = closing_events(T0 + 30 * DAY)
+    closing = closing_events(T0 + 10 * DAY)
     path = write_jsonl(tmp_path / "events.jsonl", events + closing)
     replay_alerts_, replay_scores = replay_alerts(tmp_path, path, env)
     assert {a["code_event_id"] for a in replay_alerts_} == expected      # the stream is sound

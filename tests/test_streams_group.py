@@ -30,7 +30,7 @@ def test_two_workers_share_then_take_over_state(tansu, geo_dbs, tmp_path):
     kcfg = settings_for(env)["kafka"]
     events, expected = labelled_stream(users=16, days=8, attacked_every=1)   # every partition
     history, attack = _split_attack(events)
-    closing = closing_events(T0 + 30 * DAY)
+    closing = closing_events(T0 + 10 * DAY)
     everything = write_jsonl(tmp_path / "all.jsonl", history + attack + closing)
     ref_alerts, _ = replay_alerts(tmp_path, everything, env)
     assert {a["code_event_id"] for a in ref_alerts} == expected
@@ -82,7 +82,7 @@ def test_killed_worker_recovers_without_losing_alerts(tansu, geo_dbs, tmp_path):
     env = stream_env(tansu, app_id, geo_dbs, STRAYCODE__KAFKA__EMIT_SCORES="true")
     kcfg = settings_for(env)["kafka"]
     events, expected = labelled_stream(users=48, days=8, attacked_every=4)
-    closing = closing_events(T0 + 30 * DAY)
+    closing = closing_events(T0 + 10 * DAY)
     ref_alerts, ref_scores = replay_alerts(
         tmp_path, write_jsonl(tmp_path / "all.jsonl", events + closing), env)
     path = write_jsonl(tmp_path / "events.jsonl", events)

@@ -1,5 +1,5 @@
-"""Bad messages become dead letters (with reason, topic, partition, offset and the raw
-value) and the worker keeps going; a code read before its login (separate topics) is held
+"""Bad messages become dead letters (with reason, topic, partition, offset and an excerpt
+of the raw value) and the worker keeps going; a code read before its login (separate topics) is held
 for the grace window instead of being scored blind."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_dead_letters_and_code_before_login(tansu, geo_dbs, tmp_path):
 
         producer.send(f"{app_id}.logins", key=b"alice", value=orjson.dumps(evil_login))
         producer.flush()
-        publish(kcfg, str(write_jsonl(tmp_path / "c.jsonl", closing_events(T0 + 30 * DAY))))
+        publish(kcfg, str(write_jsonl(tmp_path / "c.jsonl", closing_events(T0 + 8 * DAY))))
         alerts = values(read_topic(tansu, f"{app_id}.alerts", lambda r: len(r) >= 1, timeout=30))
         producer.close()
     finally:
@@ -60,11 +60,13 @@ def test_dead_letters_and_code_before_login(tansu, geo_dbs, tmp_path):
 
     assert sorted(d["reason"] for d in dead) == sorted(r for _, r in BAD)
     for d in dead:
-        assert d["topic"] == f"{app_id}.events"
-        assert isinstance(d["partition"], int) and isinstance(d["offset"], int) and d["detail"]
-        raw = d["value"].encode() if "value" in d else base64.b64decode(d["value_b64"])
-        assert raw in {b for b, _ in BAD}
-    assert any("value_b64" in d for d in dead)            # the non-UTF-8 one kept its bytes
+        source = d["source"]
+        assert source["topic"] == f"{app_id}.events"
+        assert isinstance(source["partition"], int) and isinstance(source["offset"], int)
+        assert d["detail"]
+        raw = d["excerpt"].encode() if "excerpt" in d else base64.b64decode(d["excerpt_b64"])
+        assert raw in {b for b, _ in BAD} and d["size"] == len(raw)
+    assert any("excerpt_b64" in d for d in dead)          # the non-UTF-8 one kept its bytes
 
     assert [a["code_event_id"] for a in alerts] == [evil_code["event_id"]]
     alert = alerts[0]

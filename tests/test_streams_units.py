@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from types import SimpleNamespace
 
 import pytest
@@ -141,12 +142,19 @@ def test_network_store_reads_own_writes_until_the_view_moves():
 
 def test_dead_letter_record_keeps_where_and_what():
     msg = SimpleNamespace(topic="t", partition=3, offset=42, timestamp=1.5, key=b"u1",
-                          value=b"\xff\x00")
-    rec = __import__("orjson").loads(dead_letter_record(msg, "malformed_json", "bad"))
-    assert (rec["topic"], rec["partition"], rec["offset"], rec["reason"]) == ("t", 3, 42, "malformed_json")
-    assert base64.b64decode(rec["value_b64"]) == b"\xff\x00" and "value" not in rec
+                          value=b"\xff\xfe\x00binary")
+    rec = __import__("orjson").loads(dead_letter_record(msg, "malformed_json", "bad").to_bytes())
+    assert rec["source"] == {"topic": "t", "partition": 3, "offset": 42, "timestamp": 1.5,
+                             "key": "u1"}
+    assert rec["reason"] == "malformed_json" and rec["size"] == 9
+    assert base64.b64decode(rec["excerpt_b64"]) == b"\xff\xfe\x00binary" and "excerpt" not in rec
     msg.value = b'{"a": 1}'
-    assert __import__("orjson").loads(dead_letter_record(msg, "r", "d"))["value"] == '{"a": 1}'
+    assert __import__("orjson").loads(dead_letter_record(msg, "r", "d").to_bytes())["excerpt"] == '{"a": 1}'
+    # a value of any size gives a dead letter of bounded size, with the digest of all of it
+    msg.value, msg.key = b"x" * 3_000_000, b"k" * 100_000
+    big = dead_letter_record(msg, "too_large", "3000000 bytes > limit 65536")
+    assert len(big.to_bytes()) < 2048
+    assert big.size == 3_000_000 and big.sha256 == hashlib.sha256(msg.value).hexdigest()
 
 
 def test_expected_partition_is_kafkas_murmur2():
