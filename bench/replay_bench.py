@@ -29,7 +29,8 @@ import orjson
 from straycode.detector.contract import decode_line
 from straycode.detector.engine import Detector
 from straycode.detector.enrich import Enricher
-from straycode.replay import default_city_db, run_replay
+from straycode.detector.enrich import default_city_db
+from straycode.replay import run_replay
 from straycode.settings import detector_settings, load_settings
 
 from .synthetic import generate

@@ -16,7 +16,8 @@ import orjson
 
 from straycode.detector.contract import parse_event
 from straycode.models.sim_config import SimConfig
-from straycode.models.sim_geo import build_world, default_db_path
+from straycode.detector.enrich import default_city_db
+from straycode.models.sim_geo import build_world
 from straycode.models.simulate import simulate
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--days", type=int, default=90)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--geoip-db", default=default_db_path())
+    p.add_argument("--geoip-db", default=default_city_db())
     args = p.parse_args()
 
     t = time.perf_counter()

@@ -17,6 +17,8 @@ from .baseline import hour_of
 from .contract import (CodeIssued, CodeVerified, DeviceTrusted, Event, Login, PasswordChanged,
                        UserFeedback, content_digest, utc_iso)
 from .enrich import Context, Enricher
+from .learned import Scorer
+from .learned import apply as apply_model
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
 from .scoring import Signals, Verdict, score_code
@@ -32,8 +34,10 @@ class Detector:
     def __init__(self, cfg: dict, enricher: Enricher | None = None,
                  users: MutableMapping[str, UserState] | None = None,
                  networks: MutableMapping[str, NetworkState] | None = None,
-                 population: Population | None = None):
+                 population: Population | None = None, learned: Scorer | None = None):
         self.cfg = cfg
+        self.learned = learned                   # optional model blended in (detector/learned.py)
+        self._model_weight = cfg.get("model_weight") or 0.0
         self.enricher = enricher or Enricher()
         self.users = {} if users is None else users
         self.networks = {} if networks is None else networks
@@ -327,6 +331,9 @@ class Detector:
                       feedback_not_me=not_me)
         self._cross_user(sig, ctx, t)
         verdict = score_code(state.baseline, self.population, sig, self.cfg)
+        if self.learned is not None and self._model_weight > 0:
+            verdict = apply_model(self.learned, verdict, flow, pending.purpose, pending.channel,
+                                  self._model_weight, self.cfg["severity"])
         severity = verdict.severity
         alerted = severity is not None and SEVERITY_RANK[severity] >= self._min_alert_rank
         actions = self.policy.actions(flow, severity, verdict.codes()) if alerted else []

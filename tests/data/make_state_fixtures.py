@@ -103,11 +103,11 @@ def main(out: Path) -> None:
     from straycode.detector.engine import Detector
     from straycode.detector.enrich import Enricher
     from straycode.models.sim_config import SimConfig
-    from straycode.models.sim_geo import default_db_path
+    from straycode.detector.enrich import default_city_db
     from straycode.models.simulate import simulate
     from straycode.settings import detector_settings, load_settings
 
-    db = default_db_path()
+    db = default_city_db()
     with tempfile.TemporaryDirectory() as tmp:
         events = Path(tmp) / "ev.jsonl"
         cfg = SimConfig(users=1500, days=20, seed=5, geoip_db=db, out_of_order=0.08,
