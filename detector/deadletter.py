@@ -1,8 +1,9 @@
 """One dead-letter record for replay (file) and worker (topic): why, where from, and a
 bounded excerpt of the raw input with its size and digest.
 
-A dead letter is never bigger than ~2 KB whatever the input was, so it always fits the
-dead-letter file line and the broker's message size; the SHA-256 and size identify the
+A dead letter is never bigger than ~12 KB whatever the input was (a 1 KB excerpt and a
+500-character detail, at most 6 bytes each once JSON escapes control characters), so it
+always fits the dead-letter file line and the broker's message size; the SHA-256 and size identify the
 original for whoever must find it in the source.
 """
 from __future__ import annotations
@@ -58,11 +59,15 @@ class DeadLetter:
 
 
 def _excerpt(head: bytes) -> tuple[str | None, str | None]:
-    for cut in range(4):             # a multi-byte character may straddle the cut
+    """(text, None) when the head is UTF-8 (but for a character cut at its end), else
+    (None, base64): never an empty text for bytes that are not empty."""
+    for cut in range(min(4, len(head))):   # a multi-byte character may straddle the cut
         try:
             return head[:len(head) - cut].decode("utf-8"), None
         except UnicodeDecodeError:
             continue
+    if not head:
+        return "", None
     return None, base64.b64encode(head).decode()
 
 

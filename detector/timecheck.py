@@ -10,7 +10,11 @@ Two bounds, both used by replay and by the Kafka worker:
 * relative: an event more than ``max_ahead_s`` ahead of, or ``max_behind_s`` behind, the
   clock it would move (replay: the detector's event time; worker: the largest event time
   read on that input partition) is rejected with reason ``clock_skew`` and moves nothing.
-  Before a clock exists (``reference`` <= 0) only the absolute bound applies.
+  Before a clock exists (``reference`` <= 0) only the absolute bound applies. Where the
+  transport says when the event was written (the worker: the Kafka record timestamp),
+  "ahead" is measured from the later of the clock and that time: an on-time event after a
+  quiet gap on a topic read ahead of its partition's other topics is not refused, while a
+  time far beyond both (year 2199, +2 years) still is.
 """
 from __future__ import annotations
 
@@ -31,12 +35,14 @@ class TimeBounds:
     def from_settings(cls, input_settings) -> "TimeBounds":
         return cls(float(input_settings["max_ahead_s"]), float(input_settings["max_behind_s"]))
 
-    def problem(self, t: float, reference: float) -> str | None:
-        """None when `t` may be used; else a one-line detail for the dead letter."""
+    def problem(self, t: float, reference: float, written_at: float | None = None) -> str | None:
+        """None when `t` may be used; else a one-line detail for the dead letter.
+        `written_at`: when the transport got the event (seconds), if it says."""
         if reference <= 0:
             return None
-        if t > reference + self.max_ahead_s:
-            return (f"event time is {t - reference:.0f} s ahead of the clock "
+        ahead_of = reference if written_at is None else max(reference, written_at)
+        if t > ahead_of + self.max_ahead_s:
+            return (f"event time is {t - ahead_of:.0f} s ahead of the clock "
                     f"(limit input.max_ahead_s={self.max_ahead_s:.0f})")
         if t < reference - self.max_behind_s:
             return (f"event time is {reference - t:.0f} s behind the clock "

@@ -220,7 +220,7 @@ class Pipeline:
                                    expected_partition(key, self.partitions), msg.partition,
                                    ("rekeyed",)))
             return None
-        problem = self.time_bounds.problem(ev.t, self.clock.newest(msg.partition))
+        problem = self.time_bounds.problem(ev.t, self.clock.newest(msg.partition), msg.timestamp)
         if problem is not None:
             # read (its offset counts), but its time must not move the partition's clock
             self.clock.seen(msg.tp, msg.offset, None)

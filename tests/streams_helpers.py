@@ -32,12 +32,6 @@ def stream_env(broker, app_id: str, geo_dbs=None, **over) -> dict[str, str]:
         "STRAYCODE__KAFKA__PRODUCER_MAX_BATCH_SIZE": "1",
         # Tansu answers a fetch only when its max wait expires: keep the wait short
         "STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS": "50",
-        # The clock-skew reference is the newest event time read on the partition, across
-        # its topics. These tests bulk-load days of sparse history on split topics: the
-        # events topic (a device_trusted on day 2, then the closing events days later) is
-        # read to its end while logins and codes still lag, so its closing events can be
-        # further ahead of what was read than the default 3 days (docs/streams.md).
-        "STRAYCODE__INPUT__MAX_AHEAD_S": str(30 * 86400),
     }
     for key in ("logins", "codes", "events", "alerts", "scores", "dead_letters", "network_ops",
                 "ticks"):

@@ -186,3 +186,17 @@ def test_same_events_same_outputs(docs, enricher):
         out += det.flush()
         return [o.to_dict() for o in out]
     assert run() == run()
+
+
+def test_time_bounds_measure_ahead_from_the_later_of_clock_and_write_time():
+    """An on-time event after a quiet gap (its topic read ahead of the partition's others)
+    is not refused when the transport says it was written then; a time far beyond both is."""
+    from straycode.detector.timecheck import TimeBounds
+
+    bounds, day = TimeBounds(3 * 86400, 90 * 86400), 86400.0
+    clock = 1_767_600_000.0
+    assert bounds.problem(clock + 8 * day, clock) is not None                 # gap, no write time
+    assert bounds.problem(clock + 8 * day, clock, clock + 8 * day) is None    # written then: on time
+    assert bounds.problem(clock + 730 * day, clock, clock + 8 * day) is not None
+    assert bounds.problem(clock - 91 * day, clock, clock + 8 * day) is not None  # behind: the clock
+    assert bounds.problem(clock + 730 * day, 0) is None                        # no clock yet
