@@ -310,12 +310,18 @@ def _login(obj: dict, *common) -> Login:
     return Login(*common, session_id, password_ok)
 
 
-def _code_issued(obj: dict, *common) -> CodeIssued:
+def _nullable_session(obj: dict, missing: str) -> str | None:
+    """The required, nullable `session_id` of code events."""
     if "session_id" not in obj:
-        raise ContractError("missing_field", "'session_id' is required (null when no login session)")
+        raise ContractError("missing_field", missing)
     session_id = obj["session_id"]
     if session_id is not None and (type(session_id) is not str or not 0 < len(session_id) <= MAX_ID):
         session_id = _str(obj, "session_id", required=True, nullable=True)
+    return session_id
+
+
+def _code_issued(obj: dict, *common) -> CodeIssued:
+    session_id = _nullable_session(obj, "'session_id' is required (null when no login session)")
     channel = obj.get("channel")
     if type(channel) is not str or channel not in CHANNELS:
         channel = _enum(obj, "channel", CHANNELS)
@@ -326,11 +332,7 @@ def _code_issued(obj: dict, *common) -> CodeIssued:
 
 
 def _code_verified(obj: dict, *common) -> CodeVerified:
-    if "session_id" not in obj:
-        raise ContractError("missing_field", "'session_id' is required")
-    session_id = obj["session_id"]
-    if session_id is not None and (type(session_id) is not str or not 0 < len(session_id) <= MAX_ID):
-        session_id = _str(obj, "session_id", required=True, nullable=True)
+    session_id = _nullable_session(obj, "'session_id' is required")
     success = obj.get("success")
     if type(success) is not bool:
         success = _bool(obj, "success")
