@@ -463,7 +463,17 @@ class Detector:
             change = compare(b, login_ctx, pending.ctx, t - session.t, cfg)
         ctx = change.ctx if change is not None else login_ctx
         sig.ctx, sig.change = ctx, change
-        sig.trusted = trusted_unfamiliar(b, ctx, t, cfg)
+        if change is not None:
+            # the requester presents the cookie now; within a session the user's own login
+            # proved, a move to a new network in a known place is the weak
+            # session_context_changed (Wi-Fi -> carrier), not more
+            sig.trusted = trusted_unfamiliar(b, ctx, t, cfg)
+            if sig.trusted[0] < STRONG:
+                sig.trusted = (0, "")
+        elif session.state in (SessionState.HELD, SessionState.DISOWNED):
+            # a trusted-device login held for its unfamiliar context (a device trusted only
+            # after this session's login presented it proves nothing about the login)
+            sig.trusted = trusted_unfamiliar(b, ctx, t, cfg)
         if session.t < b.pw_changed <= t:
             sig.pw_session = (session.t, b.pw_changed)
         if session.state is SessionState.HELD:

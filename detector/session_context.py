@@ -72,6 +72,8 @@ def trusted_unfamiliar(b: Baseline, ctx: Context | None, t: float, cfg: dict) ->
     if device is None or not device.trusted:
         return 0, ""
     net, place = network_known(b, ctx), place_known(b, ctx)
+    if net and place:
+        return 0, ""                 # a network and a place the user proved (a VPN exit too)
     speed = impossible_from_last(b, ctx, t, cfg)
     where = f"{ctx.network or 'unknown network'} in {_where(ctx)}"
     if speed is not None:
@@ -165,9 +167,12 @@ def compare(b: Baseline, login: Context, req: Context, elapsed_s: float,
     if ctx.browser is None and login.browser is not None:
         ctx = replace(ctx, user_agent=login.user_agent, browser=login.browser, os=login.os)
     level = FAMILIAR
-    net_new = network and network_known(b, req) is False
-    place_new = place and place_known(b, req) is False
-    if speed is not None or (net_new and place_new):
+    net_known, place_ok = network_known(b, req), place_known(b, req)
+    net_new = network and net_known is False
+    place_new = place and place_ok is False
+    if net_known and place_ok:
+        pass                         # a network and place the user proved: a VPN, a trip home
+    elif speed is not None or (net_new and place_new):
         level = STRONG
     elif net_new or (device and b.device(req.device_id) is None):
         level = WEAK
