@@ -312,3 +312,23 @@ def test_held_sessions_survive_the_state_codec(new_run):
     again = UserState.from_bytes(state.to_bytes())
     assert again.sessions[held].state is SessionState.HELD
     assert again.to_bytes() == state.to_bytes()
+
+
+def test_hooks_automate_revocation_for_a_stolen_session_but_never_a_reset():
+    from alert_factory import make_alert
+    from straycode.hooks.policy import Endpoint, HookPolicy
+    from straycode.detector.rules import ALERT_ACTIONS
+    iam = Endpoint("iam", "http://127.0.0.1:9/h", frozenset(ALERT_ACTIONS))
+    hooks = HookPolicy([iam], never_lock=["vip"])
+    plan = hooks.plan(make_alert(flow="session_only", severity="critical",
+                                 actions=["force_password_reset", "revoke_sessions",
+                                          "revoke_trusted_devices", "notify_user"]))
+    assert [p.action for p in plan.deliveries] == ["revoke_sessions", "revoke_trusted_devices",
+                                                    "notify_user"]
+    assert [a for a, _ in plan.refused] == ["force_password_reset"]
+    plan = hooks.plan(make_alert(flow="no_password", severity="critical",
+                                 actions=["revoke_trusted_devices", "notify_user"]))
+    assert [p.action for p in plan.deliveries] == ["notify_user"]
+    plan = hooks.plan(make_alert(flow="session_only", severity="critical", user_id="vip",
+                                 actions=["revoke_sessions", "revoke_trusted_devices"]))
+    assert plan.deliveries == [] and len(plan.refused) == 2
