@@ -96,10 +96,11 @@ def test_worker_matches_replay_on_stolen_sessions(tansu, geo_dbs, tmp_path):
     assert sorted(s["code_event_id"] for s in scores) == sorted(
         s["code_event_id"] for s in ref_scores)
     ref_by_code = {s["code_event_id"]: s for s in ref_scores}
-    for got in scores:                       # same scores, flows and actions, code by code
-        ref = ref_by_code[got["code_event_id"]]
-        assert (got["score"], got["flow"], got["actions"]) == (ref["score"], ref["flow"],
-                                                               ref["actions"])
+    for got in scores:                       # same flows and actions, code by code (the
+        ref = ref_by_code[got["code_event_id"]]     # cross-user counters reach the worker
+        assert (got["flow"], got["actions"], got["alerted"]) == (   # through a GlobalTable, so
+            ref["flow"], ref["actions"], ref["alerted"])            # scores may differ a little)
+        assert got["score"] == pytest.approx(ref["score"], abs=0.01)
     by_id = {a["alert_id"]: a for a in alerts}
     assert Counter(a["alert_id"] for a in alerts).most_common(1)[0][1] == 1     # no duplicates
     assert set(by_id) == {a["alert_id"] for a in ref_alerts}                    # same ids
