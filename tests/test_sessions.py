@@ -56,6 +56,14 @@ def test_hijacked_session_code_revokes_sessions_and_never_resets(new_run):
     assert alert.observed["code"]["city"] == "Changchun"
     detail = next(r["detail"] for r in alert.reasons if r["code"] == "session_context_changed")
     assert "AS20712 -> AS4837" in detail and "London -> Changchun" in detail
+    import jsonschema
+    from straycode.detector.ocsf import schema, to_ocsf
+    finding = to_ocsf(alert.to_dict())
+    jsonschema.validate(finding, schema())
+    assert finding["finding_info"]["types"] == ["Unrequested security code", "Session hijacking"]
+    assert {("T1539", None), ("T1550", "T1550.004")} <= {
+        (a["technique"]["uid"], (a.get("sub_technique") or {}).get("uid"))
+        for a in finding["finding_info"]["attacks"]}
 
 
 def test_same_code_from_the_login_context_is_quiet(new_run):
@@ -236,8 +244,11 @@ def test_code_entered_through_a_relay_is_held_and_the_takeover_alerts(new_run):
     assert {"force_password_reset", "revoke_sessions"} <= set(record.actions)
     assert run.terms(takeover)["unproven_session"] > 0
     (alert,) = run.alerts(takeover)
-    from straycode.detector.ocsf import to_ocsf
-    attacks = to_ocsf(alert.to_dict())["finding_info"]["attacks"]
+    import jsonschema
+    from straycode.detector.ocsf import schema, to_ocsf
+    finding = to_ocsf(alert.to_dict())
+    jsonschema.validate(finding, schema())
+    attacks = finding["finding_info"]["attacks"]
     assert {"T1557", "T1185"} <= {a["technique"]["uid"] for a in attacks}
 
 
