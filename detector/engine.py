@@ -5,6 +5,11 @@ replay, Faust tables in the worker), time is event time only, and the order of o
 depends only on the order of inputs. A code request is *decided* once its login is known
 and either the code was entered or the wait window (``verify_window_s``) has passed in
 event time; a code whose login never shows up is decided after ``login_grace_s``.
+
+A code is judged against its own session (issue #12, detector/session_context.py): its own
+requester context is compared with its session's login, a trusted-device cookie from an
+unfamiliar context or an entered code from a wholly unfamiliar one is held (not learned)
+until corroborated, and a session opened before the last password change proves nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ from .learned import Scorer
 from .learned import apply as apply_model
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
+from .rules import PASSWORD_FLOW, SESSION_FLOW
 from .scoring import Signals, Verdict, score_code
+from .session_context import (STRONG, compare, network_known, place_known, trusted_unfamiliar,
+                              wholly_unfamiliar)
 from .state import (DecidedCode, HeldEntry, NetworkState, PendingCode, Session, SessionState,
                     UserState)
 
@@ -49,6 +57,8 @@ class Detector:
         self._bombing_window = cfg["bombing_window_s"]
         self._fanout_window = cfg["fanout_window_s"]
         self._session_ttl = cfg["session_ttl_s"]
+        self._session_memory = cfg.get("session_memory_s") or 0
+        self._probation = cfg.get("probation_s") or 0
         self._recent_kept = cfg["recent_codes_kept"]
         self._min_alert_rank = SEVERITY_RANK[cfg["alert_min_severity"]]
         self.watermark = 0.0
@@ -78,6 +88,8 @@ class Detector:
         if state.is_duplicate(event.event_id, digest):
             self.stats["duplicates"] += 1
             return out
+        if state.sessions:
+            self._promote_held(state, event.t)
         handler = self._handlers[type(event)]
         handler(self, event, state, out)
         self.users[event.user_id] = state
@@ -148,12 +160,38 @@ class Detector:
         self.stats["learned"] += 1
 
     def _learn_session(self, state: UserState, session_id: str | None, t: float) -> bool:
+        """Learn a session that proved itself (a code entered, a device trusted) unless the
+        proof is in doubt: a code entered from a network, place and device the user never
+        proved may have been typed by the victim into a relay (AiTM), so such a session is
+        HELD until corroborated; a HELD trusted-device login is corroborated by this proof."""
         session = state.sessions.get(session_id) if session_id else None
-        if session is None or session.state is not SessionState.LOGGED_IN:
-            return False            # unknown, already learned, or its login has not arrived
+        if session is None:
+            return False
+        if session.state is SessionState.HELD:
+            known = state.baseline.device(session.ctx.device_id if session.ctx else None)
+            if known is None or not known.trusted:
+                return False        # held as a possible relay: its own proof does not count
+        elif session.state is not SessionState.LOGGED_IN:
+            return False            # already learned, disowned, or its login has not arrived
+        elif wholly_unfamiliar(state.baseline, session.ctx, session.t, self.cfg) \
+                and not self._corroborate_held(state, session.ctx, session):
+            # (another held session from the same network and place that proved itself
+            # too corroborates it: a relay is used once, a new home again and again)
+            session.state = SessionState.HELD
+            self.stats["sessions_held"] += 1
+            return False
         session.state = SessionState.LEARNED
         self._learn(state, session.ctx, t)
         return True
+
+    def _promote_held(self, state: UserState, now: float) -> None:
+        """Held sessions whose quiet period (``probation_s``) passed with no not_me: learned."""
+        horizon = now - self._probation
+        for session in state.sessions.values():
+            if session.state is SessionState.HELD and session.t <= horizon:
+                session.state = SessionState.LEARNED
+                self._learn(state, session.ctx, session.t)
+                self.stats["sessions_promoted"] += 1
 
     @staticmethod
     def _login_of(state: UserState, session_id: str | None) -> Session | None:
@@ -168,13 +206,21 @@ class Detector:
         early = state.sessions.get(event.session_id)
         verified_early = early is not None and early.state is SessionState.AWAITING_LOGIN
         state.add_session(event.session_id, t, event.password_ok, ctx.stored() if ctx else None,
-                          self._session_ttl)
+                          self._session_ttl, self._session_memory)
         self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
         known = state.baseline.device(event.device_id)
         if event.password_ok and known is not None and known.trusted:
-            # a trusted-device cookie is proof the user was here before
-            self._learn_session(state, event.session_id, event.t)
-            state.baseline.touch_device(event.device_id, t, ctx.browser if ctx else None, self.cfg)
+            # a trusted-device cookie is proof the user was here before, unless it shows up
+            # on a network the user never proved: then it waits for corroboration
+            level, _ = trusted_unfamiliar(state.baseline, ctx, event.t, self.cfg)
+            session = state.sessions[event.session_id]
+            if level and session.state is SessionState.LOGGED_IN:
+                session.state = SessionState.HELD
+                self.stats["sessions_held"] += 1
+            else:
+                self._learn_session(state, event.session_id, event.t)
+                state.baseline.touch_device(event.device_id, t, ctx.browser if ctx else None,
+                                            self.cfg)
         if state.pending:
             session_id = event.session_id
             waiting = [p for p in state.pending.values() if p.session_id == session_id]
@@ -273,20 +319,32 @@ class Detector:
         state.baseline.touch_device(event.device_id, int(event.t), browser, self.cfg, trusted=True)
 
     def _on_password_changed(self, event: PasswordChanged, state: UserState, out: list[Output]) -> None:
-        state.baseline.pw_changed = int(event.t)
+        """From now on, sessions opened before this change prove nothing: a code requested
+        inside one is judged as from an attacker's session that survived the reset. The
+        session the change was made in (optional ``session_id``) re-proved the password."""
+        t = int(event.t)
+        state.baseline.pw_changed = t
+        session_id = event.extra.get("session_id") if event.extra else None
+        session = state.sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is not None and session.t < t:
+            session.t = t
 
     def _on_feedback(self, event: UserFeedback, state: UserState, out: list[Output]) -> None:
         record = state.find_recent(event.code_event_id)
         if record is None:
             pending = state.pending.get(event.code_event_id)
             if pending is not None and event.verdict == "not_me":
+                self._disown_held(state)
                 self._decide(event.user_id, state, pending, out, not_me=True)
                 return
             self.stats["feedback_unmatched"] += 1
             return
+        if event.verdict == "not_me":
+            self._disown_held(state)
         if event.verdict == "me":
             if record.ctx and record.status != "benign":
                 self._learn(state, record.ctx, event.t)
+                self._corroborate_held(state, record.ctx)
             if record.revisions and record.status != "benign":
                 record.status = "benign"
                 out.append(self._update(event, state, record, "benign", "feedback_me",
@@ -298,6 +356,30 @@ class Detector:
         out.append(self._update(event, state, record, "escalated", "feedback_not_me",
                                 "the user reported this code as not requested by them",
                                 self.cfg["weights"]["feedback_not_me"]))
+
+    def _disown_held(self, state: UserState) -> None:
+        """A not_me ends every quiet period: held sessions are never learned."""
+        for session in state.sessions.values():
+            if session.state is SessionState.HELD:
+                session.state = SessionState.DISOWNED
+                self.stats["sessions_disowned"] += 1
+
+    def _corroborate_held(self, state: UserState, ctx: Context | None,
+                          other: Session | None = None) -> int:
+        """Learn the held sessions from the same network and place as `ctx` (a `me` for a
+        code from there, or `other`, a second session from there that proved itself)."""
+        if ctx is None or ctx.network is None:
+            return 0
+        found = 0
+        for session in state.sessions.values():
+            held = session.ctx
+            if session is not other and session.state is SessionState.HELD and held is not None \
+                    and held.network == ctx.network and held.city == ctx.city:
+                session.state = SessionState.LEARNED
+                self._learn(state, held, session.t)
+                self.stats["sessions_corroborated"] += 1
+                found += 1
+        return found
 
     _handlers = {Login: _on_login, CodeIssued: _on_code_issued, CodeVerified: _on_code_verified,
                  DeviceTrusted: _on_device_trusted, PasswordChanged: _on_password_changed,
@@ -318,8 +400,8 @@ class Detector:
         del state.pending[code_id]
         session = self._login_of(state, pending.session_id)
         login_ctx = session.ctx if session else None
-        # the code's own context is scored only without a login context; else it is shown
-        # in the alert only (below)
+        # without a login context the code's own context is scored; with one, the code is
+        # judged by its requester context where that differs from the login's (issue #12)
         code_ctx = pending.ctx if login_ctx is None else None
         flow = _flow(pending, session)
         ctx = login_ctx or code_ctx
@@ -329,6 +411,9 @@ class Detector:
                       failed_attempts=pending.failed,
                       codes_in_window=_codes_near(state.code_times, t, self._bombing_window),
                       feedback_not_me=not_me)
+        if session is not None:
+            ctx = self._session_signals(state, session, pending, sig)
+            flow = sig.flow
         self._cross_user(sig, ctx, t)
         verdict = score_code(state.baseline, self.population, sig, self.cfg)
         if self.learned is not None and self._model_weight > 0:
@@ -366,6 +451,45 @@ class Detector:
             self.stats["alerts"] += 1
             out.append(self._alert(user_id, state, pending, verdict, flow, actions, login_ctx,
                                    code_ctx, status))
+
+    def _session_signals(self, state: UserState, session: Session, pending: PendingCode,
+                         sig: Signals) -> Context | None:
+        """Judge the code against its own session; returns the context to score it by and
+        sets the session signals (and the flow ``session_only``) on `sig`."""
+        b, cfg, t = state.baseline, self.cfg, pending.t
+        login_ctx = session.ctx
+        change = None
+        if login_ctx is not None and pending.ctx is not None:
+            change = compare(b, login_ctx, pending.ctx, t - session.t, cfg)
+        ctx = change.ctx if change is not None else login_ctx
+        sig.ctx, sig.change = ctx, change
+        if change is not None:
+            # the requester presents the cookie now; within a session the user's own login
+            # proved, a move to a new network in a known place is the weak
+            # session_context_changed (Wi-Fi -> carrier), not more
+            sig.trusted = trusted_unfamiliar(b, ctx, t, cfg)
+            if sig.trusted[0] < STRONG:
+                sig.trusted = (0, "")
+        elif session.state in (SessionState.HELD, SessionState.DISOWNED):
+            # a trusted-device login held for its unfamiliar context (a device trusted only
+            # after this session's login presented it proves nothing about the login)
+            sig.trusted = trusted_unfamiliar(b, ctx, t, cfg)
+        if session.t < b.pw_changed <= t:
+            sig.pw_session = (session.t, b.pw_changed)
+        if session.state is SessionState.HELD:
+            known = b.device(login_ctx.device_id if login_ctx else None)
+            sig.held_entered = known is None or not known.trusted
+        stolen = change is not None and change.level >= STRONG
+        # a session older than the password change, or a trusted cookie on a network the user
+        # never proved (infostealers buy residential proxies in the victim's own city), proves
+        # nothing by its familiar place; a copied cookie proves nothing by its device id
+        sig.not_proof = 2 if sig.pw_session or sig.trusted[0] else (1 if stolen else 0)
+        if sig.flow == PASSWORD_FLOW and (sig.pw_session or
+                                          (stolen and not _login_suspicious(b, session))):
+            # the requester holds the session; the password step came from another context,
+            # which is not shown to be suspicious: the password is not shown to be known
+            sig.flow = SESSION_FLOW
+        return ctx
 
     def _cross_user(self, sig: Signals, ctx: Context | None, t: float) -> None:
         if ctx is None or ctx.ip is None:
@@ -443,9 +567,19 @@ def _flow(pending: PendingCode, session: Session | None) -> str:
 
 def _ctx_side(flow: str, purpose: str) -> str:
     """Where a stored context came from: the session's login, or the code request itself."""
-    if purpose == "password_reset" or flow in ("no_session", "login_missing"):
+    if purpose == "password_reset" or flow in ("no_session", "login_missing", SESSION_FLOW):
         return "code"
     return "login"
+
+
+def _login_suspicious(b, session: Session) -> bool:
+    """Is the session's password step itself from a suspicious context? Not when the session
+    proved itself (a code entered, a trusted device); yes when its network and place are both
+    unknown to a user with a history to compare with."""
+    ctx = session.ctx
+    if session.state is SessionState.LEARNED or ctx is None or b.proven == 0:
+        return False
+    return network_known(b, ctx) is False and place_known(b, ctx) is False
 
 
 def _network_keys(ctx: Context) -> tuple[str, ...]:

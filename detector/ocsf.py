@@ -40,12 +40,14 @@ FORMATS = ("ocsf", "native", "both")
 
 TITLES = {
     "password_verified": "Security code requested after the correct password from an unfamiliar context",
+    "session_only": "Security code requested inside an existing session from a context it never had (stolen session)",
     "no_password": "Security code requested without a password (reset-flow abuse or SMS pumping)",
     "no_session": "Security code requested outside any known session",
     "login_missing": "Security code requested but its login event never arrived",
 }
 TYPES = {
     "password_verified": ["Unrequested security code", "Credential compromise"],
+    "session_only": ["Unrequested security code", "Session hijacking"],
     "no_password": ["Unrequested security code", "Password reset abuse / SMS pumping"],
     "no_session": ["Unrequested security code", "Orphan code request"],
     "login_missing": ["Unrequested security code", "Telemetry gap"],
@@ -56,6 +58,14 @@ REMEDIATION = {
         "password as known to someone else: force a password reset, revoke active sessions and "
         "refresh tokens, confirm with the user out of band (not via the channel that received the "
         "code), and review recent account changes made from the observed IP/device."),
+    "session_only": (
+        "The session's password step came from the user's own context (or before the last "
+        "password change), but this code was requested inside it from elsewhere: the session "
+        "cookie is in someone else's hands, the password is not shown to be. Revoke the user's "
+        "sessions and refresh tokens (and remembered-device cookies where a trusted device id "
+        "was replayed), tell the user to check the device for infostealer malware, and review "
+        "changes made in the session. Do NOT force a password reset or lock the account on "
+        "this alert alone."),
     "no_password": (
         "No password was involved (password-reset flow or SMS pumping): do NOT force a password "
         "reset or lock the account. Check whether the same IP/network requested codes for other "
@@ -71,6 +81,29 @@ REMEDIATION = {
         "any account action."),
 }
 
+# MITRE ATT&CK (Enterprise) techniques a reason points to -> finding_info.attacks, each
+# (technique uid, name, sub-technique uid, sub-technique name, tactic uid, tactic name)
+_ATTACK = {
+    "steal_cookie": ("T1539", "Steal Web Session Cookie", None, None, "TA0006", "Credential Access"),
+    "use_cookie": ("T1550", "Use Alternate Authentication Material", "T1550.004",
+                   "Web Session Cookie", "TA0005", "Defense Evasion"),
+    "aitm": ("T1557", "Adversary-in-the-Middle", None, None, "TA0006", "Credential Access"),
+    "browser_hijack": ("T1185", "Browser Session Hijacking", None, None, "TA0009", "Collection"),
+    "mfa_fatigue": ("T1621", "Multi-Factor Authentication Request Generation", None, None,
+                    "TA0006", "Credential Access"),
+    "stuffing": ("T1110", "Brute Force", "T1110.004", "Credential Stuffing", "TA0006",
+                 "Credential Access"),
+}
+_REASON_ATTACKS = {
+    "session_context_changed": ("steal_cookie", "use_cookie"),
+    "trusted_device_unfamiliar_context": ("steal_cookie", "use_cookie"),
+    "session_predates_password_change": ("use_cookie",),
+    "unproven_session": ("aitm", "browser_hijack"),
+    "code_bombing": ("mfa_fatigue",),
+    "fanout_ip": ("stuffing",),
+    "fanout_network": ("stuffing",),
+}
+
 # reason code -> [(key in the observed context, key in the baseline)] it is about; codes
 # not listed (hour, fan-out, bombing, verification) are reported with their detail only
 _SIGNALS: dict[str, list[tuple[str | None, str | None]]] = {
@@ -82,6 +115,8 @@ _SIGNALS: dict[str, list[tuple[str | None, str | None]]] = {
     "no_device_id": [("device_id", "devices")],
     "known_device_new_browser": [("ua_family", "browsers")],
     "impossible_travel": [("city", "last_verified_place")],
+    "session_context_changed": [("network", "networks"), ("city", "cities")],
+    "trusted_device_unfamiliar_context": [("device_id", "trusted_devices"), ("network", "networks")],
     "fanout_ip": [("ip", None)],
     "fanout_network": [("network", None)],
     "network_reputation": [("network", None)],
@@ -200,6 +235,25 @@ def _anomaly_analyses(alert: dict) -> list[dict]:
              "anomalies": anomalies, "baselines": baselines}]
 
 
+def _attacks(alert: dict) -> list[dict]:
+    """OCSF MITRE ATT&CK objects for the alert's positive reasons, each technique once."""
+    keys: list[str] = []
+    for reason in alert.get("reasons") or []:
+        if reason.get("weight", 0) > 0 or alert.get("kind") == "updated":
+            for key in _REASON_ATTACKS.get(reason.get("code"), ()):
+                if key not in keys:
+                    keys.append(key)
+    out = []
+    for key in keys:
+        uid, name, sub_uid, sub_name, tactic_uid, tactic_name = _ATTACK[key]
+        attack: dict[str, Any] = {"technique": {"uid": uid, "name": name},
+                                  "tactic": {"uid": tactic_uid, "name": tactic_name}}
+        if sub_uid:
+            attack["sub_technique"] = {"uid": sub_uid, "name": sub_name}
+        out.append(attack)
+    return out
+
+
 def _desc(alert: dict) -> str:
     parts = [f"{alert.get('channel') or 'unknown-channel'} code for "
              f"{alert.get('purpose') or 'unknown purpose'} to user {alert['user_id']} "
@@ -294,6 +348,9 @@ def to_ocsf(alert: dict) -> dict:
     }
     if kind == "updated":
         finding_info["modified_time"] = decided_ms
+    attacks = _attacks(alert)
+    if attacks:
+        finding_info["attacks"] = attacks
 
     finding = {
         "class_uid": CLASS_UID, "class_name": "Detection Finding",

@@ -1,13 +1,17 @@
 """Actions from the declarative policy (config/policy.yaml), with a hard guardrail.
 
-The guardrail lives in code, not only in YAML: actions that lock a user out or reset
-their password (``password_actions``) are only ever recommended when the flow proves the
-password was typed correctly. A password-reset flood or SMS pumping involves no password,
-and resetting it would punish the victim for someone else's traffic.
+The guardrail lives in code, not only in YAML (``rules.allowed``): actions that lock a user
+out or reset their password (``password_actions``) are only ever recommended when the flow
+proves the password was typed correctly *from the suspicious context*. A password-reset
+flood or SMS pumping involves no password, a stolen session cookie used from elsewhere
+proves only the session (the password step was the user's own), and resetting the password
+would punish the victim for someone else's traffic. Revoking sessions and trusted-device
+cookies (``rules.SESSION_ACTIONS``) needs an authenticated session in other hands: flow
+``password_verified`` or ``session_only``.
 """
 from __future__ import annotations
 
-from .rules import ACTION_ORDER, FLOWS, PASSWORD_ACTIONS, PASSWORD_FLOW, SEVERITY_RANK
+from .rules import ACTION_ORDER, FLOWS, PASSWORD_ACTIONS, SEVERITY_RANK, allowed
 
 GUARDED = PASSWORD_ACTIONS           # the name the tests and older callers use
 
@@ -19,7 +23,7 @@ def _as_list(value) -> list:
 class Policy:
     def __init__(self, policy: dict):
         self.rules = policy.get("rules", [])
-        self.guarded = GUARDED | set(policy.get("password_actions", []))
+        self.guarded = GUARDED | frozenset(policy.get("password_actions", []))
         for rule in self.rules:
             when = rule.get("when", {})
             unknown = set(when) - {"flow", "min_severity", "signals_any"}
@@ -50,6 +54,5 @@ class Policy:
             if "signals_any" in when and not signals.intersection(when["signals_any"]):
                 continue
             chosen.update(rule.get("actions", []))
-        if flow != PASSWORD_FLOW:
-            chosen -= self.guarded
-        return [a for a in ACTION_ORDER if a in chosen]
+        guarded = self.guarded
+        return [a for a in ACTION_ORDER if a in chosen and allowed(a, flow, guarded)]

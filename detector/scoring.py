@@ -11,7 +11,13 @@ location move together when travelling; device and browser together with a new p
 are combined so that one life event is not counted twice.
 Context terms add what history cannot see: travel speed, cross-user fan-out, network
 reputation, code bombing, sensitive purposes, orphan codes, and whether the code was
-entered at all.
+entered at all. Session terms (issue #12, detector/session_context.py) judge a code against
+its own session: a requester context that left the login's for one the user never proved,
+a trusted-device cookie presented from an unfamiliar context, a session opened before the
+last password change, a session whose login code was entered from a wholly unfamiliar
+context (a possible AiTM relay). Where the session itself is in doubt, its familiarity is
+no proof: the device (and, for a session older than a password change, also the network
+and place) cannot lower the score.
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ from functools import partial
 from typing import Callable
 
 from .baseline import Baseline, DeviceEntry, hour_of
+from .contract import utc_iso
 from .enrich import Context
 from .geo import haversine_km
 from .population import Population
+from .session_context import STRONG, WEAK, ContextChange
 
 DEVICE_GLOBAL_P = 1e-4            # a device id belongs to one user: globally rare by design
 SENSITIVE = frozenset({"security_settings", "payment"})
@@ -73,6 +81,11 @@ class Signals:
     net_decided: float = 0.0
     net_unverified_ratio: float | None = None
     feedback_not_me: bool = False
+    change: ContextChange | None = None      # requester context vs the session's login
+    trusted: tuple[int, str] = (0, "")       # trusted device from an unfamiliar context: level, detail
+    pw_session: tuple[int, int] | None = None  # (session login t, password change t) when older
+    held_entered: bool = False               # session's code was entered from a wholly unfamiliar context
+    not_proof: int = 0                       # 1: device familiarity is no proof; 2: nor network/place
 
 
 def sigmoid(x: float) -> float:
@@ -132,7 +145,10 @@ def _combine(terms: list[float]) -> float:
     return total
 
 
-def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict) -> list[Term]:
+def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict,
+                  not_proof: int = 0) -> list[Term]:
+    """History terms of one context; ``not_proof`` >= 1 keeps the device/browser term from
+    going below 0 (a copied cookie is no proof), 2 also the network/place term."""
     alpha = cfg["smoothing_alpha"]
     local, on_device = cfg["local_attacker_share"], cfg["device_attacker_share"]
     weights = cfg["weights"]
@@ -151,6 +167,8 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if ctx.country is not None:
         loc = _clip(_mixture(_family_llr(b, pop, "loc", ctx.country, ctx.city, alpha), local), lo, hi)
     netloc = max(_combine([net, loc]), math.log(local))
+    if not_proof >= 2:
+        netloc = max(netloc, 0.0)
     if ctx.network is not None or ctx.country is not None:
         out.append(Term(_netloc_code(b, ctx),
                         lambda: _netloc_detail(ctx, summary(), net, loc), netloc))
@@ -167,6 +185,8 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if ctx.os is not None:
         ua = _clip(_mixture(_family_llr(b, pop, "ua", ctx.os, ctx.browser, alpha), local), lo, hi)
     devua = max(_combine([dev, ua]), math.log(on_device if known else local))
+    if not_proof >= 1:
+        devua = max(devua, 0.0)
     out.append(Term(_devua_code(b, ctx, known),
                     lambda: _devua_detail(ctx, summary(), known, dev, ua), devua))
     # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
@@ -291,17 +311,46 @@ def context_terms(sig: Signals, cfg: dict) -> list[Term]:
     if sig.failed_attempts:
         out.append(Term("failed_code_attempts", f"{sig.failed_attempts} wrong code(s) entered",
                         w["failed_attempts"] * min(sig.failed_attempts, 3), True))
+    session_terms(sig, cfg, out)
     if sig.feedback_not_me:
         out.append(Term("feedback_not_me", "the user reported this code as not requested by them",
                         w["feedback_not_me"], True))
     return out
 
 
+def session_terms(sig: Signals, cfg: dict, out: list[Term]) -> None:
+    """The code judged against its own session (issue #12)."""
+    w = cfg["weights"]
+    change = sig.change
+    if change is not None and (change.level or change.network or change.device
+                               or (change.place_km or 0) > cfg["same_place_km"]):
+        factor = {STRONG: 1.0, WEAK: 0.3}.get(change.level, 0.0)
+        out.append(Term("session_context_changed", change.detail,
+                        w["session_context_changed"] * factor))
+    level, detail = sig.trusted
+    if level:
+        out.append(Term("trusted_device_unfamiliar_context", detail,
+                        w["trusted_device_unfamiliar"]))
+    if sig.pw_session is not None:
+        opened, changed = sig.pw_session
+        out.append(Term("session_predates_password_change",
+                        lambda: f"session opened {utc_iso(opened)}, before the last password change "
+                                f"at {utc_iso(changed)}: it proves nothing since",
+                        w["session_predates_password_change"]))
+    if sig.held_entered and sig.verified is not True:
+        # a code that is entered shows the second factor again: only a code left unentered
+        # in such a session counts (so the term depends on the outcome, like code_not_entered)
+        out.append(Term("unproven_session",
+                        "the session's only proof is a code entered from a network, place and "
+                        "device this user never proved (a relayed login, AiTM?), and this code "
+                        "was not entered", w["unproven_session"], True))
+
+
 def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict:
     """Score one code request. Pure: same inputs, same verdict."""
     terms: list[Term] = []
     if sig.ctx is not None:
-        terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg))
+        terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg, sig.not_proof))
     terms.extend(context_terms(sig, cfg))
     if b.proven < cfg["learning_min_proven"]:
         terms.append(Term("learning_mode",

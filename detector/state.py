@@ -11,7 +11,7 @@ import math
 import zlib
 from array import array
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import orjson
@@ -20,8 +20,9 @@ from .baseline import Baseline
 from .contract import ContractError
 from .enrich import Context
 
-USER_STATE_VERSION = 4     # 4: decided codes keep their issue score (not their severity), and
+USER_STATE_VERSION = 5     # 4: decided codes keep their issue score (not their severity), and
                            #    the dedup memory keeps a content digest per event id
+                           # 5: sessions may be HELD or DISOWNED (issue #12; same layout)
 UNKNOWN_DIGEST = -1        # content digest of an id remembered by a state stored before version 4
 EARLY_MAX = 8              # held code entries per user
 MAX_SESSIONS = 8           # correlatable logins kept per user when none has a pending code
@@ -53,6 +54,10 @@ class SessionState(IntEnum):
     LOGGED_IN = 0          # its login arrived; its context is not in the baseline (yet)
     LEARNED = 1            # the session proved itself (code entered, trusted device): learned
     AWAITING_LOGIN = -1    # a code was entered before the login was delivered: placeholder
+    HELD = 2               # proof from an unfamiliar context (a trusted-device cookie, or a code
+                           # entered from a wholly unfamiliar one): learned once corroborated or
+                           # after detector.probation_s without a not_me
+    DISOWNED = 3           # held when the user said not_me: never learned
 
 
 @dataclass(slots=True)
@@ -184,7 +189,10 @@ class UserState:
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, session_id: str, t: int, password_ok: bool, ctx: Context | None,
-                    ttl: int) -> None:
+                    ttl: int, memory: int | None = None) -> None:
+        """Store a login. Sessions older than `ttl` keep a compact context (no user agent
+        string) and are dropped after `memory` (default: `ttl`): a stolen session's code may
+        come hours after its login."""
         old = self.sessions.get(session_id)
         state = old.state if old else SessionState.LOGGED_IN
         # a later password_ok=False attempt in the same session must not hide an earlier success
@@ -195,7 +203,11 @@ class UserState:
         # bombing burst's codes into login_missing and hide that the password was typed
         # (`waiting` and `idle` are only built when something may be evicted)
         waiting = None
-        horizon = t - ttl
+        horizon = t - max(ttl, memory or 0)
+        compact = t - ttl
+        for v in sessions.values():
+            if v.t < compact and v.ctx is not None and (v.ctx.user_agent or v.ctx.as_org):
+                v.ctx = replace(v.ctx, user_agent=None, as_org=None)
         stale = [s for s, v in sessions.items() if v.t < horizon]
         if stale:
             waiting = {p.session_id for p in self.pending.values()}
@@ -246,8 +258,9 @@ class UserState:
         return None
 
     # ------------------------------------------------------------------ codec
-    # version 4: [4, baseline, sessions, pending, recent, code_times, seen ids (b64 uint32),
-    #             early, seen digests (b64 uint32, same order), positions of unknown digests]
+    # version 5 (and 4): [5, baseline, sessions, pending, recent, code_times, seen ids (b64
+    #             uint32), early, seen digests (b64 uint32, same order), positions of unknown
+    #             digests]; 5 adds the session states HELD and DISOWNED
     # 3 lacks the last two (digests unknown), 2 also lacks `early`.
     def to_bytes(self) -> bytes:
         digests = list(self.seen.values())
@@ -264,9 +277,10 @@ class UserState:
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
         """Reads versions 2 (before held code entries), 3 (decided codes with their severity,
-        ids without content digests) and 4 (issue scores, content digests)."""
+        ids without content digests), 4 (issue scores, content digests) and 5 (sessions may
+        be HELD or DISOWNED)."""
         version, baseline, sessions, pending, recent, code_times, seen, *rest = orjson.loads(data)
-        if version not in (2, 3, 4):
+        if version not in (2, 3, 4, 5):
             raise ValueError(f"unknown UserState version {version}")
         state = cls()
         if rest:

@@ -140,9 +140,17 @@ def evaluate_frames(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
                      "false_alert_rate": _rate(fp, fp + tn)}
 
     per = []
+    legit_scores = both.loc[both["label"] == 0, "score"].dropna().to_numpy(dtype=float)
     for (label, scenario), g in labelled.groupby(["label", "scenario"], sort=True):
         scored = g["score"].dropna()
+        auc = None
+        if label == 1 and len(scored) and len(legit_scores):
+            # this scenario's codes against all legit codes: how well the score ranks them
+            s_all = np.concatenate([scored.to_numpy(dtype=float), legit_scores])
+            y_all = np.concatenate([np.ones(len(scored)), np.zeros(len(legit_scores))])
+            auc = float(roc_auc_score(y_all, s_all))
         per.append({"scenario": scenario, "label": int(label), "codes": int(len(g)),
+                    "roc_auc": auc,
                     "users": int(g["user_id"].nunique()), "alerted": int(g["alerted"].sum()),
                     "alert_rate": _rate(int(g["alerted"].sum()), len(g)),
                     "mean_score": float(scored.mean()) if len(scored) else None,
@@ -235,10 +243,12 @@ def format_table(m: dict) -> str:
                  f"false-alert rate {_fmt(a['false_alert_rate'])} (tp {a['tp']} fp {a['fp']} "
                  f"fn {a['fn']} tn {a['tn']})")
     lines.append("")
-    lines.append(f"{'attack scenario':22s} {'codes':>6s} {'users':>6s} {'alerted':>8s} {'recall':>7s} {'mean':>6s}")
+    lines.append(f"{'attack scenario':22s} {'codes':>6s} {'users':>6s} {'alerted':>8s} {'recall':>7s} "
+                 f"{'mean':>6s} {'ROC-AUC':>8s}")
     for r in m["attack_scenarios"]:
         lines.append(f"{r['scenario']:22s} {r['codes']:6d} {r['users']:6d} {r['alerted']:8d} "
-                     f"{_fmt(r['recall']):>7s} {_fmt(r['mean_score']):>6s}")
+                     f"{_fmt(r['recall']):>7s} {_fmt(r['mean_score']):>6s} {_fmt(r.get('roc_auc')):>8s}")
+    lines.append("(ROC-AUC per attack scenario: its codes against all legit codes, by score)")
     lines.append("")
     lines.append(f"{'legit scenario':22s} {'codes':>6s} {'users':>6s} {'alerted':>8s} {'FA rate':>7s} {'mean':>6s}")
     for r in m["legit_scenarios"]:

@@ -5,6 +5,8 @@ Places used by the tests (all answered by the fixture databases):
   HOME   81.2.69.x   GB London   AS20712      HOME2  81.2.70.x  same AS and city, other /24
   SE     89.160.20.x SE Linköping AS29518     CN     175.16.199.x  CN Changchun AS4837
   US     216.160.83.x US Milton AS209         VPN    67.43.156.x  BT Thimphu AS35908
+  MOBILE 82.132.217.x GB London AS12576 (EE)  MOBILE6 2a01:4c8:1000::/40 the same carrier, IPv6
+  HOME6  2001:8b0:1::/48 the HOME ISP (AS20712) over IPv6
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ HOUR = 3600
 
 HOME, HOME2, SE, CN, US, VPN = ("81.2.69.10", "81.2.70.20", "89.160.20.5", "175.16.199.7",
                                 "216.160.83.9", "67.43.156.9")
+MOBILE, MOBILE6, HOME6 = "82.132.217.40", "2a01:4c8:1010:7::5", "2001:8b0:1:0:a1b2::7"
 UA_WIN = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/126.0.0.0 Safari/537.36")
 UA_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

@@ -21,6 +21,11 @@ GEO_CASES: dict[str, tuple] = {
     "216.160.83.0/24": ("US", "Milton", 47.2513, -122.3149, 209, "CenturyLink"),
     "67.43.156.0/24": ("BT", "Thimphu", 27.4661, 89.6419, 35908, "Hosting VPN Ltd"),
     "2001:480::/48": ("US", "San Diego", 32.7203, -117.1552, 6939, "Hurricane Electric"),
+    # a mobile carrier in London, dual stack (issue #12: Wi-Fi -> carrier within a session)
+    "82.132.217.0/24": ("GB", "London", 51.5085, -0.1257, 12576, "EE Mobile"),
+    "2a01:4c8:1000::/40": ("GB", "London", 51.5085, -0.1257, 12576, "EE Mobile"),
+    # the user's own ISP over IPv6 (dual stack at home)
+    "2001:8b0:1::/48": ("GB", "London", 51.5142, -0.0931, 20712, "Andrews & Arnold"),
 }
 
 

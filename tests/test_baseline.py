@@ -45,15 +45,20 @@ def test_failed_code_attempts_and_wrong_password_do_not_teach(run):
 
 
 def test_verified_code_teaches_its_login_context(run):
+    """A brand-new user's first proof waits for corroboration (issue #12: an entered code from
+    a wholly unfamiliar context may have been relayed); a second session from the same network
+    and place that proves itself corroborates it, and both are learned."""
     run.sign_in(T0, "bob", SE, device="dev-se", verified=True)
+    assert run.det.users["bob"].baseline.proven == 0            # held
+    run.sign_in(T0 + HOUR, "bob", SE, device="dev-se", verified=True)
     b = run.det.users["bob"].baseline
-    assert b.proven == 1
-    assert b.count("net0", "AS29518") == 1 and b.count("net1", "89.160.20.0/24") == 1
-    assert b.count("loc0", "SE") == 1 and b.count("loc1", "SE/Linköping") == 1
-    assert b.device("dev-se").count == 1 and not b.device("dev-se").trusted   # seen once, not trusted
+    assert b.proven == 2
+    assert b.count("net0", "AS29518") == 2 and b.count("net1", "89.160.20.0/24") == 2
+    assert b.count("loc0", "SE") == 2 and b.count("loc1", "SE/Linköping") == 2
+    assert b.device("dev-se").count == 2 and not b.device("dev-se").trusted   # seen, not trusted
     place = b.last_place
     assert (place.lat, place.lon) == pytest.approx((58.4167, 15.6167)) and place.city == "SE/Linköping"
-    assert sum(b.hours) == 1
+    assert sum(b.hours) == 2
 
 
 def test_code_without_session_verified_teaches_the_requesters_context(run):
@@ -67,16 +72,23 @@ def test_device_trusted_teaches_and_marks_the_device(run):
     s = run.login(T0, "bob", SE, device="dev-se")
     run.trust(T0 + 30, "bob", s, "dev-se")
     b = run.det.users["bob"].baseline
-    assert b.proven == 1 and b.count("net0", "AS29518") == 1
     assert b.device("dev-se").trusted and b.trusted_devices() == 1
+    assert b.proven == 0                          # a brand-new user's first proof is held ...
+    run.login(T0 + DAY + 60, "bob", HOME, device="dev-other")   # ... for the quiet period
+    b = run.det.users["bob"].baseline
+    assert b.proven == 1 and b.count("net0", "AS29518") == 1
 
 
 def test_login_with_a_trusted_device_cookie_teaches_at_once(run):
+    """... on a network the user proved; from elsewhere it waits for corroboration (issue
+    #12, tests/test_sessions.py)."""
     t = run.history("alice", days=3, trust_on=0)              # dev-1 trusted on day 0
     proven = run.det.users["alice"].baseline.proven
-    run.login(t, "alice", SE, device="dev-1")                  # no code needed: the cookie is proof
+    run.login(t, "alice", "81.2.70.9", device="dev-1")         # no code needed: the cookie is proof
     b = run.det.users["alice"].baseline
-    assert b.proven == proven + 1 and b.count("net0", "AS29518") == 1
+    assert b.proven == proven + 1 and b.count("net1", "81.2.70.0/24") == 1
+    run.login(t + 30, "alice", SE, device="dev-1")             # the cookie from a new network: held
+    assert run.det.users["alice"].baseline.count("net0", "AS29518") == 0
     run.login(t + HOUR, "alice", CN, device="dev-unknown")     # an unknown device proves nothing
     run.login(t + 2 * HOUR, "alice", CN, device="dev-1", ok=False)   # nor does a wrong password
     assert run.det.users["alice"].baseline.proven == proven + 1

@@ -22,7 +22,8 @@ def policy():
 def test_every_rule_is_covered_here():
     covered = {"password_known_to_someone_else", "password_verified_unfamiliar",
                "mfa_bombing_with_password", "sensitive_change_from_unfamiliar_session",
-               "no_password_involved", "user_says_not_me"}
+               "session_stolen_password_not_shown", "session_only_unfamiliar",
+               "trusted_device_cookie_replayed", "no_password_involved", "user_says_not_me"}
     assert set(RULES) == covered, "a policy row was added or renamed: add its test"
 
 
@@ -52,6 +53,26 @@ def test_sensitive_change_revokes_sessions(policy):
     assert only_sensitive.actions("password_verified", "high", {"sensitive_purpose"}) == ["revoke_sessions"]
     assert only_sensitive.actions("password_verified", "high", {"new_device"}) == []
     assert only_sensitive.actions("no_password", "critical", {"sensitive_purpose"}) == []
+
+
+def test_stolen_session_revokes_but_never_resets(policy):
+    """Issue #12 decision table: a session used from elsewhere (flow session_only) gets its
+    sessions revoked, never a reset or a lock; a replayed trusted cookie adds
+    revoke_trusted_devices, with the password (password_verified) the reset too."""
+    assert policy.actions("session_only", "high", {"session_context_changed"}) == [
+        "revoke_sessions", "notify_user", "review"]
+    assert policy.actions("session_only", "critical", {"code_bombing", "sensitive_purpose",
+                                                       "trusted_device_unfamiliar_context"}) == [
+        "revoke_sessions", "revoke_trusted_devices", "notify_user", "review"]
+    assert policy.actions("session_only", "medium", {"session_context_changed"}) == [
+        "notify_user", "review"]
+    assert policy.actions("password_verified", "high", {"trusted_device_unfamiliar_context"}) == [
+        "force_password_reset", "revoke_sessions", "revoke_trusted_devices", "notify_user", "review"]
+    only = Policy({"rules": [RULES["trusted_device_cookie_replayed"]]})
+    assert only.actions("password_verified", "high", {"trusted_device_unfamiliar_context"}) == [
+        "revoke_sessions", "revoke_trusted_devices"]
+    assert only.actions("no_password", "critical", {"trusted_device_unfamiliar_context"}) == []
+    assert only.actions("password_verified", "medium", {"trusted_device_unfamiliar_context"}) == []
 
 
 @pytest.mark.parametrize("flow", ["no_password", "no_session", "login_missing"])

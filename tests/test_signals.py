@@ -357,4 +357,8 @@ def test_verified_code_is_judged_against_the_history_before_it(new_run):
     assert terms["new_device"] > 0 and terms["new_network_and_country"] > 0
     assert terms["code_verified"] < 0 and not run.score(code).alerted
     b = run.det.users["alice"].baseline
-    assert b.count("net0", "AS29518") == 1 and b.device("dev-new-phone") is not None
+    # network, place and device all new: held until corroborated (issue #12, AiTM rule)
+    assert b.count("net0", "AS29518") == 0
+    run.sign_in(run.det.watermark + HOUR, "alice", SE, device="dev-new-phone", ua=UA_IPHONE)
+    b = run.det.users["alice"].baseline
+    assert b.count("net0", "AS29518") == 2 and b.device("dev-new-phone") is not None

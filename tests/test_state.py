@@ -135,7 +135,7 @@ def test_user_states_stored_by_earlier_versions_still_read(geo_dbs):
     scenario(run)
     for state in run.det.users.values():
         version, *fields, early, digests, unknown = orjson.loads(state.to_bytes())
-        assert (version, early, unknown) == (4, state.early, [])
+        assert (version, early, unknown) == (5, state.early, [])
         for old_version, old_fields in ((2, fields), (3, [*fields, early])):
             old = UserState.from_bytes(orjson.dumps([old_version, *old_fields]))
             assert old.early == ([] if old_version == 2 else state.early)
@@ -220,11 +220,12 @@ def test_repeated_event_ids_are_ignored(geo_dbs):
 
 def test_duplicate_verification_does_not_learn_twice(geo_dbs):
     run = Run(make_detector(geo_dbs))
+    run.sign_in(T0 - 3600, "bob", SE, device="d")      # held: bob's first proof ...
     s = run.login(T0, "bob", SE, device="d")
     run.code(T0 + 5, "bob", s)
     for _ in range(2):
         run.send("code_verified", T0 + 30, "bob", event_id="V1", session_id=s, success=True)
-    assert run.det.users["bob"].baseline.proven == 1
+    assert run.det.users["bob"].baseline.proven == 2  # ... corroborated by this one, once
     assert run.det.stats["duplicates"] == 1
 
 

@@ -3,7 +3,9 @@
 The detector recommends actions; this module decides what is actually automated. The
 guardrails live here (not only in YAML) because a bad config or a bad alert must never
 lock people out: password actions need a proven password (flow == password_verified),
-and accounts on the never_lock list are never reset/locked/revoked automatically.
+session actions (revoke sessions / trusted devices) an authenticated session in other hands
+(flow password_verified or session_only), and accounts on the never_lock list are never
+reset/locked/revoked automatically.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from straycode.detector.rules import (ALERT_ACTIONS, BREAKER_ACTION,
-                                      PASSWORD_ACTIONS, PASSWORD_FLOW, SEVERITY_RANK)
+from straycode.detector.rules import (ACCOUNT_ACTIONS, ALERT_ACTIONS, BREAKER_ACTION,
+                                      PASSWORD_ACTIONS, PASSWORD_FLOW, SESSION_ACTIONS,
+                                      SESSION_FLOWS, SEVERITY_RANK)
 from straycode.settings import ConfigError
 
 log = logging.getLogger("straycode.hooks")
@@ -107,7 +110,10 @@ class HookPolicy:
             elif action in self.password_actions and alert.get("flow") != PASSWORD_FLOW:
                 plan.refused.append((action, f"flow is {alert.get('flow')}, not "
                                              "password_verified: no password was proven"))
-            elif action in PASSWORD_ACTIONS and alert["user_id"] in self.never_lock:
+            elif action in SESSION_ACTIONS and alert.get("flow") not in SESSION_FLOWS:
+                plan.refused.append((action, f"flow is {alert.get('flow')}: no authenticated "
+                                             "session in other hands was shown"))
+            elif action in ACCOUNT_ACTIONS and alert["user_id"] in self.never_lock:
                 plan.refused.append((action, "user is on hooks.never_lock"))
             else:
                 wanted.append(action)
