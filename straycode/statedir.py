@@ -110,7 +110,8 @@ def current_generation(root: Path) -> Path | None:
 
 
 def read_manifest(root: str | Path) -> dict | None:
-    """The manifest of the state in `root` (None: no state yet), its format checked."""
+    """The manifest of the state in `root` (None: no state yet), its format checked and
+    every file checked against it (size and SHA-256) before anything is decoded."""
     root = Path(root)
     gen = current_generation(root)
     if gen is None:
@@ -132,6 +133,14 @@ def read_manifest(root: str | Path) -> dict | None:
         raise StateError(f"state {root}: network states with fields "
                          f"{manifest.get('network_fields')}, this straycode has "
                          f"{list(NETWORK_FIELDS)}")
+    files = manifest.get("files") or {}
+    for name in (USERS, NETWORKS, POPULATION, CORE):
+        expected, path = files.get(name), gen / name
+        if expected is None or not path.is_file():
+            raise StateError(f"state {root}: {gen.name}/{name} is missing")
+        if path.stat().st_size != expected["bytes"] or _file_sha256(path) != expected["sha256"]:
+            raise StateError(f"state {root}: {gen.name}/{name} does not match its manifest "
+                             "(sha256 or size): the state is corrupt")
     manifest["_generation"] = str(gen)
     return manifest
 
@@ -301,6 +310,9 @@ def save(detector: Detector, root: str | Path, settings: Mapping, run: dict,
     old = current_generation(root)
     for leftover in root.glob("*.tmp"):          # a save that crashed before
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    for gen in root.glob("gen-*"):               # ... or before it switched CURRENT
+        if gen.is_dir() and (old is None or gen.name != old.name):
+            shutil.rmtree(gen)
     name = f"gen-{_generation_number(old) + 1:08d}"
     tmp = root / (name + ".tmp")
     tmp.mkdir()
