@@ -22,6 +22,9 @@ class DiskStore(MutableMapping):
 
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # bounded memory: small memtables (RocksDB's default is 64 MB each, several per DB)
+        options.set_write_buffer_size(8 << 20)
+        options.set_max_write_buffer_number(2)
         self.path = Path(path)
         self.db = Rdict(str(path), options)
         self.encode, self.decode = encode, decode
