@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import resource
 import shutil
 import sys
@@ -37,7 +36,7 @@ from .detector.snapshot import network_from_bytes, network_to_bytes
 from .detector.state import UserState
 from .diskstore import DiskStore
 from .jsonl import DeadLetters, read_lines
-from .replay import Feeder, add_state_options, build_detector, open_state, print_summary
+from .replay import Feeder, add_state_options, build_detector, open_state
 from .runtime import tune_gc
 from .settings import load_settings
 

@@ -80,7 +80,7 @@ def open_state(state_dir: str | None, settings: dict, accept_settings_change: bo
     return manifest
 
 
-def state_summary(detector: Detector, state_dir: str, manifest: dict, carried: int) -> dict:
+def state_summary(state_dir: str, manifest: dict, carried: int) -> dict:
     counts = manifest["counts"]
     return {"state": state_dir, "state_generation": manifest["generation"],
             "state_watermark": manifest["watermark_ts"], "state_users": counts["users"],
@@ -167,7 +167,7 @@ def run_replay(events_path: str, alerts_path: str | Path, scores_path: str | Pat
         run = {"command": "replay", "inputs": [str(events_path)], "events": counts["events"],
                "flushed": flush_pending, "finished_at": utc_iso(time.time())}
         saved = statedir.save(detector, state_dir, settings, run, manifest, enrichment)
-        extra = state_summary(detector, state_dir, saved, saved["counts"]["pending_codes"])
+        extra = state_summary(state_dir, saved, saved["counts"]["pending_codes"])
     elapsed = time.perf_counter() - started
     stats = detector.stats - stats_before
     return dict(counts, dead_letters=dead.total, dead_letter_reasons=dict(sorted(dead.counts.items())),
