@@ -17,15 +17,19 @@ from maxminddb import InvalidDatabaseError
 from straycode.detector.learned import ModelError
 from straycode.logs import escape, setup_logging
 from straycode.settings import ConfigError, load_settings
+from straycode.statedir import StateError
 
 USAGE_ERROR = 2
 # user mistakes, reported in one line; anything else is a bug and keeps its traceback
 USER_ERRORS = (ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError, InvalidDatabaseError, ModelError)
+               PermissionError, InvalidDatabaseError, ModelError, StateError)
 
 COMMANDS = {
     # name: (module, one-line help)
     "replay": ("straycode.replay", "score a JSONL event file through the embedded pipeline (no broker)"),
+    "backfill": ("straycode.backfill", "build detector state from history files (no alerts written)"),
+    "load-state": ("straycode.streams.load_state_cli",
+                   "write a saved detector state into the Kafka changelogs so workers start warm"),
     "simulate": ("straycode.models.simulate_cli", "generate labelled contract-v1 traffic"),
     "evaluate": ("straycode.models.evaluate_cli", "score quality of --scores against --labels"),
     "train": ("straycode.models.train_cli", "learn per-reason weights from labelled scores (config override)"),

@@ -28,6 +28,20 @@ def build(settings: dict, web_port: int | None = None, datadir: str | None = Non
     return app, Pipeline(app, settings)
 
 
+def warm_start(settings: dict, pipeline) -> None:
+    """Seed the population frequencies from `straycode load-state` (streams/handover.py),
+    once, before the worker starts; the tables recover the rest (users, network view,
+    pending codes) the ordinary way. A warm start that cannot be read stops the worker."""
+    from straycode.statedir import StateError
+
+    from .handover import seed_population
+
+    try:
+        seed_population(settings, pipeline.population)
+    except RuntimeError as exc:
+        raise StateError(str(exc)) from None
+
+
 def worker_class():
     import faust
 
@@ -52,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
         kcfg["broker"] = args.broker
     if args.app_id:
         kcfg["app_id"] = args.app_id
-    app, _pipeline = build(settings, args.web_port, args.datadir)
+    app, pipeline = build(settings, args.web_port, args.datadir)
     from straycode.runtime import tune_gc
     tune_gc()
     logging.getLogger("straycode").setLevel(args.loglevel.upper())
+    warm_start(settings, pipeline)
     worker = QuietWorker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()     # returns on SIGTERM/SIGINT after a clean shutdown
     return 0
