@@ -125,6 +125,33 @@ class Detector:
         deadline = max((entry[0] for entry in self._heap), default=self.watermark)
         return self.advance(deadline)
 
+    # ------------------------------------------------------------------ warm start
+    CORE_VERSION = 1
+
+    def export_core(self) -> dict:
+        """The clock, the pending codes' timers and the counters as plain data (the rest of
+        a run's state is in the two stores and the population; detector/snapshot.py). A
+        sorted list is a heap, and entries are unique by sequence number, so the restored
+        heap pops in exactly the same order."""
+        return {"version": self.CORE_VERSION, "watermark": self.watermark, "seq": self._seq,
+                "heap": [list(entry) for entry in sorted(self._heap)],
+                "stats": dict(sorted(self.stats.items()))}
+
+    def restore_core(self, data: dict) -> None:
+        if data.get("version") != self.CORE_VERSION:
+            raise ValueError(f"detector core snapshot version {data.get('version')!r}, "
+                             f"expected {self.CORE_VERSION}")
+        self.watermark = float(data["watermark"])
+        self._seq = int(data["seq"])
+        self._heap = [(float(d), int(s), u, c) for d, s, u, c in data["heap"]]   # sorted: a heap
+        self.stats = Counter(data["stats"])
+
+    def pending_count(self) -> int:
+        """Pending codes a saved state carries over (one timer per code still pending)."""
+        users = self.users
+        return sum(1 for _d, _s, user_id, code_id in self._heap
+                   if (state := users.get(user_id)) is not None and code_id in state.pending)
+
     def rebuild_index(self, user_id: str, state: UserState) -> None:
         """Re-register a stored user's pending codes (after a restart or rebalance)."""
         for pending in state.pending.values():

@@ -4,10 +4,9 @@ the rest of the stream byte for byte like one run over all of it.
 
 Pure (no files): ``straycode/statedir.py`` writes these to a state directory.
 
-* the clock and the pending codes' timers: ``watermark``, the deadline heap with the
-  sequence numbers that order equal deadlines, the next sequence number;
-* the population frequencies (they stand in for p(value | attacker) in every score);
-* the counters (``stats``: they do not change scores, the state's manifest reports them).
+* the clock, the pending codes' timers and the counters: ``Detector.export_core()`` /
+  ``restore_core()`` (in the engine, which owns them);
+* the population frequencies (they stand in for p(value | attacker) in every score).
 
 Network states are written with their own exact codec here (every counter as the float it
 is): ``NetworkState.to_bytes()`` rounds its counters to 4 digits, which is fine for a Faust
@@ -15,44 +14,12 @@ table but would make a restored run score a few codes differently in the last di
 """
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING
-
 import orjson
 
 from .population import Population
 from .state import NetworkState
 
-if TYPE_CHECKING:                      # pragma: no cover
-    from .engine import Detector
-
-CORE_VERSION = 1
 NETWORK_FIELDS = tuple(NetworkState.__slots__)
-
-
-def export_core(det: "Detector") -> dict:
-    """The clock, the timers (a sorted list is a heap; entries are unique by sequence
-    number, so the restored heap pops in exactly the same order) and the counters."""
-    return {"version": CORE_VERSION, "watermark": det.watermark, "seq": det._seq,
-            "heap": [list(entry) for entry in sorted(det._heap)],
-            "stats": dict(sorted(det.stats.items()))}
-
-
-def restore_core(det: "Detector", data: dict) -> None:
-    if data.get("version") != CORE_VERSION:
-        raise ValueError(f"detector core snapshot version {data.get('version')!r}, "
-                         f"expected {CORE_VERSION}")
-    det.watermark = float(data["watermark"])
-    det._seq = int(data["seq"])
-    det._heap = [(float(d), int(s), u, c) for d, s, u, c in data["heap"]]   # sorted: a heap
-    det.stats = Counter(data["stats"])
-
-
-def pending_codes(det: "Detector") -> int:
-    """Pending codes a saved state carries over (one timer per code that is still pending)."""
-    users = det.users
-    return sum(1 for _d, _s, user_id, code_id in det._heap
-               if (state := users.get(user_id)) is not None and code_id in state.pending)
 
 
 def population_to_bytes(population: Population) -> bytes:

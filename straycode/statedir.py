@@ -36,9 +36,8 @@ import orjson
 from . import __version__
 from .detector.contract import utc_iso
 from .detector.engine import Detector
-from .detector.snapshot import (NETWORK_FIELDS, export_core, network_from_bytes,
-                                network_to_bytes, pending_codes, population_from_bytes,
-                                population_size, population_to_bytes, restore_core)
+from .detector.snapshot import (NETWORK_FIELDS, network_from_bytes, network_to_bytes,
+                                population_from_bytes, population_size, population_to_bytes)
 from .detector.state import USER_STATE_VERSION, UserState
 from .diskstore import DiskStore
 from .settings import detector_settings
@@ -233,7 +232,7 @@ def restore(detector: Detector, manifest: dict) -> None:
         for key, raw in iter_records(manifest, NETWORKS):
             networks[key] = network_from_bytes(raw)
     detector.population = population_from_bytes(read_blob(manifest, POPULATION))
-    restore_core(detector, read_core(manifest))
+    detector.restore_core(read_core(manifest))
 
 
 # ---------------------------------------------------------------------- writing
@@ -323,9 +322,9 @@ def save(detector: Detector, root: str | Path, settings: Mapping, run: dict,
             out.write(population_to_bytes(detector.population))
         raw.flush()
         os.fsync(raw.fileno())
-    core = export_core(detector)
+    core = detector.export_core()
     _write_file(tmp / CORE, orjson.dumps(core))
-    counts.update(pending_codes=pending_codes(detector), timers=len(core["heap"]),
+    counts.update(pending_codes=detector.pending_count(), timers=len(core["heap"]),
                   population_values=population_size(detector.population))
     files = {}
     for fname in (USERS, NETWORKS, POPULATION, CORE):
