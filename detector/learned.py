@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Protocol, Sequence
 
+from .contract import CHANNELS as CONTRACT_CHANNELS
+from .contract import PURPOSES as CONTRACT_PURPOSES
+from .rules import FLOWS
 from .scoring import Term, Verdict, severity_of
 
-FEATURE_VERSION = "sc-features-1"
+FEATURE_VERSION = "sc-features-2"     # 2: stolen-session reasons, the session_only flow
 
 # Reason codes whose log-odds weight is a feature (0.0 when the verdict has no such term).
 # Left out on purpose: `feedback_not_me` (it *is* the label when training on feedback),
@@ -33,10 +36,11 @@ TERM_CODES = (
     "fanout_ip", "fanout_network", "network_reputation", "code_bombing",
     "sensitive_purpose", "orphan_code", "login_missing", "reset_flow",
     "code_verified", "code_not_entered", "failed_code_attempts",
+    "session_context_changed", "trusted_device_unfamiliar_context",
+    "session_predates_password_change", "unproven_session",
 )
-FLOWS = ("password_verified", "no_password", "no_session", "login_missing")
-PURPOSES = ("login", "password_reset", "security_settings", "payment", "enrollment", "other")
-CHANNELS = ("sms", "email", "voice", "push", "app")     # absent/unknown channel: all 0
+PURPOSES = tuple(sorted(CONTRACT_PURPOSES))
+CHANNELS = tuple(sorted(CONTRACT_CHANNELS))         # absent/unknown channel: all 0
 
 FEATURE_NAMES = (tuple(f"term:{code}" for code in TERM_CODES)
                  + tuple(f"flow={v}" for v in FLOWS)
