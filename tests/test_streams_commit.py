@@ -16,7 +16,7 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.consumer import ExactCommitConsumer
+from straycode.streams.faust_compat import ExactCommitConsumer
 
 TOPIC = "straycode.events"
 
