@@ -193,6 +193,13 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
     app = f"bench-tp{_RUNS}"
     env = worker_env(bootstrap, app, STRAYCODE__KAFKA__TOPICS__EVENTS=input_topic)
     group = start_group(env, tmp, app, workers, command=command)
+    spy = None
+    if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
+        # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples, text)
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(group[0].proc.pid),
+                                "--format", "raw", "--rate", "200", "--nonblocking",
+                                "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
         cpu0 = sum(w.cpu_s() for w in group)
@@ -211,6 +218,9 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
             time.sleep(0.05)
         raise TimeoutError(f"workers read {done}/{n}")
     finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         for w in group:
             w.stop()
 

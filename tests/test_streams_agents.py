@@ -316,3 +316,65 @@ def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_pa
     assert scores == expected and scores[0]["code_event_id"] == code["event_id"]
     _raw, _part, state = stored_user(h, user)
     assert state.baseline.proven == 1
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_path, geo_dbs):
+    # between checkpoints the changed states stay in memory and their input is held (not
+    # committable): a crash re-reads that input on the last checkpoint's state
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S="300",
+                STRAYCODE__KAFKA__EMIT_SCORES="true")
+    user = user_on(1)
+    p = expected_partition(user.encode(), PARTITIONS)
+    flow = user_stream(user, 1, days=2, attacked=False)
+    day1, day2 = flow[:3], flow[3:]
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            msgs = []
+            for e in day1 + day2:
+                msgs.append(await h.put_event(agent, e))
+                await h.handled_all(agent, h.handled + 1)
+            before = ([m.acked for m in msgs], stored_user(h, user),
+                      h.commit_position(h.topic["logins"], p), len(h.sent["scores"]))
+            h.pipe.scoring.checkpoint.last -= 300        # the interval has passed
+            await h.tick(agent, p)
+            await h.handled_all(agent, h.handled + 1)
+            return msgs, before
+
+    msgs, (acked, stored, position, scores) = asyncio.run(run())
+    assert scores >= 1                       # outputs go out at once, before the checkpoint
+    assert not any(acked) and stored is None and position == 0
+    assert all(m.acked for m in msgs)        # the checkpoint acknowledged what it wrote
+    _raw, _part, state = stored_user(h, user)
+    assert all(short_hash(m_id) in state.seen
+               for m_id in (e["event_id"] for e in day1))
+    assert h.commit_position(h.topic["logins"], p) == 2   # both logins committable now
+    assert h.sample("straycode_changelog_records_total", table="users") == 1   # one write
+
+
+def test_network_view_is_written_once_per_key_per_checkpoint(tmp_path, geo_dbs):
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S="300")
+    ops = [{"ip:81.2.69.10": [["o", f"user{i}", int(T0) + i, 3600, True, False]]}
+           for i in range(5)]
+
+    async def run():
+        async with h.pipe.network_agent.test_context() as agent:
+            view = h.pipe.networks.view
+            msgs = [await h.put(agent, h.topic["network_ops"], orjson.dumps(o), None, 1)
+                    for o in ops]
+            await h.until(agent, lambda: len(h.pipe.counting.checkpoint.held) == 5,
+                          "five messages folded")
+            before = (len(view), [m.acked for m in msgs])
+            h.pipe.counting.checkpoint.last -= 300
+            assert h.pipe.counting.overdue_partitions() == [1]
+            await h.put(agent, h.topic["network_ops"], b"{}", None, 1)   # the timer's wake-up
+            await h.until(agent, lambda: len(view) == 1, "the view written")
+            return msgs, before, view[b"ip:81.2.69.10"]
+
+    msgs, (size, acked), stored = asyncio.run(run())
+    assert size == 0 and not any(acked)
+    assert all(m.acked for m in msgs)
+    assert stored == apply_ops(NetworkState(), [op for o in ops
+                                                for op in o["ip:81.2.69.10"]]).to_bytes()
+    assert h.sample("straycode_changelog_records_total", table="network-view") == 1
