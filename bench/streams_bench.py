@@ -1,16 +1,22 @@
 """Kafka pipeline benchmark on a real (Tansu) broker started for the run.
 
-1. Throughput: the same N pre-produced events read by (a) a raw aiokafka consume->produce
-   pass-through, timed from its first to its last message, and (b) one or more
-   `straycode worker`s of one group (decode, detector, tables, outputs), timed from the
-   moment every partition has its worker to the last event. The ratio (b)/(a) is the
-   number to compare across machines (target >= 0.5).
-2. Latency at a fixed input rate (default 2k events/s, detector.verify_window_s=0 so that
-   codes are decided on arrival): Kafka CreateTime of the input code event -> CreateTime of
-   its score record / alert (same host clock). Target: p99 <= 250 ms.
+1. Throughput: the same N pre-produced events read, one after the other in the same run,
+   by (a) a raw aiokafka consume->produce pass-through, timed from its first to its last
+   message, (b) a Faust agent that only counts (bench/faust_noop.py: same consumer
+   settings and batching as the worker; Faust's own ceiling) and (c) one or more
+   `straycode worker`s of one group (decode, detector, tables, outputs), (b) and (c) timed
+   from the moment every partition has its worker to the last event. Reported: events/s,
+   worker CPU per event, straycode / no-op (target >= 0.5) and / raw, and the table
+   changelog records written per input event (read back from the changelog topics).
+2. Latency at fixed input rates (default: half of one worker's throughput measured in
+   this run, and 2k events/s; detector.verify_window_s=0 so that codes are decided on
+   arrival): Kafka CreateTime of the input code event -> CreateTime of its score record /
+   alert (same host clock). Target: p99 <= 250 ms.
 
-    python -m bench.streams_bench [--users 3000] [--days 6] [--rate 2000] [--seconds 10]
-                                  [--workers 1,2] [--latency-workers 1] [--no-scores]
+    python -m bench.streams_bench [--users 3500] [--days 20] [--workers 1,2] [--repeat N]
+                                  [--rates half,2000] [--seconds 10] [--latency-workers 1]
+                                  [--no-scores] [--throughput-only | --latency-only]
+    BENCH_PROFILE=/tmp/prof  ... also records a py-spy profile of the one-worker runs
 """
 from __future__ import annotations
 
@@ -196,7 +202,7 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
     spy = None
     if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
         # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples, text)
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(group[0].proc.pid),
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(group[0].proc.pid),
                                 "--format", "raw", "--rate", "200", "--nonblocking",
                                 "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,7 +221,9 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
                     for table in ("users", "network-view"):
                         written[table] = len(read_all(bootstrap, f"{app}-{table}-changelog"))
                 return Run((n - done0) / elapsed, 1000 * cpu / (n - done0), written)
-            time.sleep(0.05)
+            # polled 4 times a second: rendering /metrics costs the worker CPU too (at 20/s
+            # it was ~2% of a worker's samples, counted against straycode)
+            time.sleep(0.25)
         raise TimeoutError(f"workers read {done}/{n}")
     finally:
         if spy is not None:
