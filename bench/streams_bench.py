@@ -200,13 +200,14 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
     env = worker_env(bootstrap, app, STRAYCODE__KAFKA__TOPICS__EVENTS=input_topic)
     group = start_group(env, tmp, app, workers, command=command)
     spy = None
-    if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
-        # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples, text)
-        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(group[0].proc.pid),
-                                "--format", "raw", "--rate", "200", "--nonblocking",
-                                "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
+            # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples)
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record",
+                 "--pid", str(group[0].proc.pid), "--format", "raw", "--rate", "200",
+                 "--nonblocking", "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
         cpu0 = sum(w.cpu_s() for w in group)
         deadline = time.monotonic() + 600
