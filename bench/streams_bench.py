@@ -1,16 +1,22 @@
 """Kafka pipeline benchmark on a real (Tansu) broker started for the run.
 
-1. Throughput: the same N pre-produced events read by (a) a raw aiokafka consume->produce
-   pass-through, timed from its first to its last message, and (b) one or more
-   `straycode worker`s of one group (decode, detector, tables, outputs), timed from the
-   moment every partition has its worker to the last event. The ratio (b)/(a) is the
-   number to compare across machines (target >= 0.5).
-2. Latency at a fixed input rate (default 2k events/s, detector.verify_window_s=0 so that
-   codes are decided on arrival): Kafka CreateTime of the input code event -> CreateTime of
-   its score record / alert (same host clock). Target: p99 <= 250 ms.
+1. Throughput: the same N pre-produced events read, one after the other in the same run,
+   by (a) a raw aiokafka consume->produce pass-through, timed from its first to its last
+   message, (b) a Faust agent that only counts (bench/faust_noop.py: same consumer
+   settings and batching as the worker; Faust's own ceiling) and (c) one or more
+   `straycode worker`s of one group (decode, detector, tables, outputs), (b) and (c) timed
+   from the moment every partition has its worker to the last event. Reported: events/s,
+   worker CPU per event, straycode / no-op (target >= 0.5) and / raw, and the table
+   changelog records written per input event (read back from the changelog topics).
+2. Latency at fixed input rates (default: half of one worker's throughput measured in
+   this run, and 2k events/s; detector.verify_window_s=0 so that codes are decided on
+   arrival): Kafka CreateTime of the input code event -> CreateTime of its score record /
+   alert (same host clock). Target: p99 <= 250 ms.
 
-    python -m bench.streams_bench [--users 3000] [--days 6] [--rate 2000] [--seconds 10]
-                                  [--workers 1,2] [--latency-workers 1] [--no-scores]
+    python -m bench.streams_bench [--users 3500] [--days 20] [--workers 1,2] [--repeat N]
+                                  [--rates half,2000] [--seconds 10] [--latency-workers 1]
+                                  [--no-scores] [--throughput-only | --latency-only]
+    BENCH_PROFILE=/tmp/prof  ... also records a py-spy profile of the one-worker runs
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -69,11 +76,12 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     admin.close()
 
 
-async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int) -> float:
+async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int,
+                          group: str = "raw-passthrough") -> float:
     """Seconds from first to last message for consume -> produce, aiokafka, no processing."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id="raw-passthrough",
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=group,
                                 auto_offset_reset="earliest", session_timeout_ms=6000,
                                 heartbeat_interval_ms=1000, max_poll_interval_ms=10000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -107,14 +115,18 @@ def worker_env(bootstrap: str, app_id: str, **over) -> dict[str, str]:
     return env
 
 
+WORKER = [sys.executable, "-m", "straycode.cli", "worker"]
+NOOP = [sys.executable, "-m", "bench.faust_noop"]      # the Faust agent that only counts
+
+
 class Worker:
-    def __init__(self, env: dict, tmp: Path, name: str):
+    def __init__(self, env: dict, tmp: Path, name: str, command: list[str] = WORKER):
         self.port = free_port()
         self.log = open(tmp / f"{name}.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "straycode.cli", "worker", "--web-port", str(self.port),
-             "--datadir", str(tmp / name), "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warning")], env=dict(os.environ, **env),
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [*command, "--web-port", str(self.port), "--datadir", str(tmp / name),
+             "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warning")],
+            env=dict(os.environ, **env), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def metric(self, name: str) -> float:
         try:
@@ -146,9 +158,10 @@ class Worker:
             self.proc.kill()
 
 
-def start_group(env: dict, tmp: Path, name: str, n: int, timeout: float = 120) -> list[Worker]:
+def start_group(env: dict, tmp: Path, name: str, n: int, timeout: float = 120,
+                command: list[str] = WORKER) -> list[Worker]:
     """n workers in one consumer group, returned once every input partition is owned."""
-    workers = [Worker(env, tmp, f"{name}{i}") for i in range(n)]
+    workers = [Worker(env, tmp, f"{name}{i}", command) for i in range(n)]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         owned = [w.partitions() for w in workers]
@@ -168,19 +181,33 @@ def group_metric(workers: list[Worker], name: str) -> float:
 _RUNS = 0
 
 
-def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int,
-                     workers: int) -> tuple[float, float]:
-    """Events per second handled by `workers` workers of one group on pre-produced input,
-    counted from the moment every partition has its worker (events a first worker read
-    while the others were still joining are not counted) to the last event."""
+@dataclass
+class Run:
+    """One throughput measurement."""
+    events_s: float
+    cpu_ms: float                      # worker CPU per event
+    changelog: dict[str, int] = field(default_factory=dict)   # table -> records written
+
+
+def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
+                     command: list[str] = WORKER, input_topic: str = "bench.in") -> Run:
+    """Events per second handled by `workers` processes of one group on the pre-produced
+    input, counted from the moment every partition has its worker (events a first worker
+    read while the others were still joining are not counted) to the last event."""
     global _RUNS
     _RUNS += 1
     app = f"bench-tp{_RUNS}"
-    env = worker_env(bootstrap, app)
-    create_topics(bootstrap, [f"{app}.events"], 4)
-    produce_file(bootstrap, f"{app}.events", path)
-    group = start_group(env, tmp, app, workers)
+    env = worker_env(bootstrap, app, STRAYCODE__KAFKA__TOPICS__EVENTS=input_topic)
+    group = start_group(env, tmp, app, workers, command=command)
+    spy = None
     try:
+        if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
+            # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples)
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record",
+                 "--pid", str(group[0].proc.pid), "--format", "raw", "--rate", "200",
+                 "--nonblocking", "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
         cpu0 = sum(w.cpu_s() for w in group)
         deadline = time.monotonic() + 600
@@ -189,10 +216,20 @@ def faust_throughput(bootstrap: str, tmp: Path, path: Path, n: int,
             if done >= n:
                 elapsed = time.perf_counter() - start
                 cpu = sum(w.cpu_s() for w in group) - cpu0
-                return (n - done0) / elapsed, 1000 * cpu / (n - done0)
-            time.sleep(0.05)
+                written = {}
+                if command is WORKER:
+                    time.sleep(2.0)                  # the last state checkpoint of each worker
+                    for table in ("users", "network-view"):
+                        written[table] = len(read_all(bootstrap, f"{app}-{table}-changelog"))
+                return Run((n - done0) / elapsed, 1000 * cpu / (n - done0), written)
+            # polled 4 times a second: rendering /metrics costs the worker CPU too (at 20/s
+            # it was ~2% of a worker's samples, counted against straycode)
+            time.sleep(0.25)
         raise TimeoutError(f"workers read {done}/{n}")
     finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         for w in group:
             w.stop()
 
@@ -221,7 +258,9 @@ def pct(values: list[float], q: float) -> float:
 
 def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool,
             workers: int) -> dict:
-    app = f"bench-lat{workers}"
+    global _RUNS
+    _RUNS += 1
+    app = f"bench-lat{_RUNS}"
     env = worker_env(bootstrap, app, STRAYCODE__DETECTOR__VERIFY_WINDOW_S="0",
                      STRAYCODE__KAFKA__EMIT_SCORES="true" if scores else "false")
     create_topics(bootstrap, [f"{app}.{t}" for t in ("events", "logins", "codes")], 4)
@@ -263,15 +302,54 @@ def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool,
             "detector_ms_mean": 1000 * hist[0] / hist[1] if hist[1] else None}
 
 
-def throughput(broker, tmp: Path, path: Path, n: int, workers: list[int]) -> None:
-    create_topics(broker.bootstrap, ["bench.raw-out"], 4)
-    raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", "bench.raw-out", n))
-    raw = n / raw_s
-    print(f"raw aiokafka consume->produce : {raw:10.0f} events/s  ({raw_s:.2f} s)")
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if len(values) == 1 else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def throughput(broker, tmp: Path, n: int, workers: list[int], repeat: int) -> dict:
+    """Raw aiokafka, the no-op Faust agent and straycode on the same input, measured in the
+    same run (one after the other, `repeat` rounds); ratios are taken within a round."""
+    raw, noop, ours = [], [], {k: [] for k in workers}
+    for r in range(repeat):
+        create_topics(broker.bootstrap, [f"bench.raw-out{r}"], 4)
+        raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", f"bench.raw-out{r}",
+                                            n, group=f"raw-passthrough{r}"))
+        raw.append(Run(n / raw_s, float("nan")))
+        noop.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP))
+        for k in workers:
+            ours[k].append(faust_throughput(broker.bootstrap, tmp, n, k))
+        line = [f"round {r + 1}: raw {raw[-1].events_s:.0f}/s, no-op Faust {noop[-1].events_s:.0f}/s "
+                f"({noop[-1].cpu_ms:.3f} ms CPU/event)"]
+        for k in workers:
+            run = ours[k][-1]
+            per = {t: c / n for t, c in run.changelog.items()}
+            line.append(f"straycode x{k} {run.events_s:.0f}/s ({run.cpu_ms:.3f} ms CPU/event, "
+                        f"{run.events_s / noop[-1].events_s:.2f} x no-op, "
+                        f"{run.events_s / raw[-1].events_s:.3f} x raw; changelog/event "
+                        + ", ".join(f"{t} {v:.3f}" for t, v in per.items())
+                        + f", total {sum(per.values()):.3f})")
+        print("; ".join(line), flush=True)
+    print(f"raw aiokafka consume->produce : {spread([x.events_s for x in raw])} events/s")
+    print(f"no-op Faust agent (take_events): {spread([x.events_s for x in noop])} events/s, "
+          f"{spread([x.cpu_ms for x in noop], '{:.3f}')} ms CPU/event")
     for k in workers:
-        fst, cpu_ms = faust_throughput(broker.bootstrap, tmp, path, n, k)
-        print(f"straycode, {k} worker(s)       : {fst:10.0f} events/s  "
-              f"({cpu_ms:.2f} ms worker CPU/event)  ratio to raw {fst / raw:.3f}   (target >= 0.5)")
+        runs = ours[k]
+        print(f"straycode, {k} worker(s)       : {spread([x.events_s for x in runs])} events/s, "
+              f"{spread([x.cpu_ms for x in runs], '{:.3f}')} ms CPU/event; "
+              f"x no-op {spread([a.events_s / b.events_s for a, b in zip(runs, noop)], '{:.2f}')} "
+              f"(target >= 0.5), x raw "
+              f"{spread([a.events_s / b.events_s for a, b in zip(runs, raw)], '{:.3f}')}; "
+              f"changelog records/event "
+              f"{spread([sum(x.changelog.values()) / n for x in runs], '{:.3f}')} (target <= 0.3)")
+    if len(workers) > 1 and 1 in workers:
+        for k in workers:
+            if k != 1:
+                print(f"  {k} workers / 1 worker: "
+                      f"{spread([a.events_s / b.events_s for a, b in zip(ours[k], ours[1])], '{:.2f}')}"
+                      f" (each worker needs its own core; this box has {os.cpu_count()} "
+                      "shared with the broker and the other jobs)")
+    return {"noop": noop, "ours": ours}
 
 
 def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool,
@@ -292,15 +370,19 @@ def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, sc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=3000)
-    ap.add_argument("--days", type=int, default=6)
-    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--users", type=int, default=3500)
+    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--rates", default="half,2000",
+                    help="input rates of the latency runs, events/s; 'half' = half of one "
+                         "worker's throughput measured in this run")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--no-scores", action="store_true",
                     help="latency run without kafka.emit_scores (alerts only, no per-code ack wait)")
     ap.add_argument("--latency-only", action="store_true")
+    ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--workers", default="1,2",
                     help="worker counts for the throughput runs (comma-separated)")
+    ap.add_argument("--repeat", type=int, default=1, help="throughput rounds")
     ap.add_argument("--latency-workers", type=int, default=1)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -311,11 +393,23 @@ def main() -> None:
             counts = generate(path, args.users, args.days)
             create_topics(broker.bootstrap, ["bench.in"], 4)
             n = produce_file(broker.bootstrap, "bench.in", path)
-            print(f"input: {n} events ({counts.codes} codes), 4 partitions, Tansu on {broker.bootstrap}")
+            print(f"input: {n} events ({counts.codes} codes, {args.users} users x {args.days} "
+                  f"days), 4 partitions, Tansu on {broker.bootstrap}", flush=True)
+            capacity = None
             if not args.latency_only:
-                throughput(broker, tmp, path, n, [int(k) for k in args.workers.split(",")])
-            print_latency(broker, tmp, path, args.rate, args.seconds, not args.no_scores,
-                          args.latency_workers)
+                workers = [int(k) for k in args.workers.split(",")]
+                res = throughput(broker, tmp, n, workers, args.repeat)
+                if 1 in workers:
+                    capacity = min(r.events_s for r in res["ours"][1])
+            if args.throughput_only:
+                return
+            for rate in args.rates.split(","):
+                if rate == "half":
+                    if capacity is None:
+                        continue
+                    rate = capacity / 2
+                print_latency(broker, tmp, path, float(rate), args.seconds, not args.no_scores,
+                              args.latency_workers)
         finally:
             stop_tansu(broker)
 

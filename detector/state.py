@@ -311,11 +311,63 @@ def _uint32_b64(text: str) -> list[int]:
     return values.tolist()
 
 
+@dataclass(slots=True)
+class Observe:
+    """Network operation: `user_id` was seen on the network at `t` (a login, with its
+    password outcome, and/or a code request)."""
+    user_id: str
+    t: int
+    window: int                  # fan-out window: distinct users older than this may go
+    login_ok: bool | None = None
+    code: bool = False
+
+    def to_wire(self) -> list:
+        return ["o", self.user_id, self.t, self.window, self.login_ok, self.code]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Network operation: a code requested from the network was entered (or never was)."""
+    t: int
+    verified: bool
+
+    def to_wire(self) -> list:
+        return ["v", self.t, self.verified]
+
+
+NetworkOp = Observe | Outcome
+
+
+def network_op_from_wire(values: list) -> NetworkOp:
+    """The operation of a wire form written by `to_wire`; ValueError for anything else
+    (operations come from other processes: a malformed one must not half-change a state)."""
+    kind = values[0] if isinstance(values, list) and values else None
+    if kind == "o" and len(values) == 6:
+        _, user_id, t, window, login_ok, code = values
+        if (isinstance(user_id, str) and _number(t) and _number(window)
+                and login_ok in (None, True, False) and code in (True, False)):
+            return Observe(user_id, t, window, login_ok, code)
+    elif kind == "v" and len(values) == 3:
+        _, t, verified = values
+        if _number(t) and verified in (True, False):
+            return Outcome(t, verified)
+    raise ValueError(f"not a network operation: {str(values)[:80]}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class NetworkState:
     """Cross-user view of one IP or network: who used it lately and how that went.
 
     Counters decay with a half-life so that a NAT address busy last week is not
     suspicious today; distinct users are kept as 48-bit hashes, capped.
+
+    Every change goes through `apply(op)` with an operation (Observe, Outcome): the
+    stream processor records and ships the operations (a network's counts are summed
+    from users handled by different workers), so a new way to change the state must be a
+    new operation, applied here.
     """
     __slots__ = ("t0", "logins", "login_fail", "codes", "verified", "unverified", "users")
     HALF_LIFE = 6 * 3600
@@ -339,31 +391,44 @@ class NetworkState:
 
     def observe(self, user_id: str, t: int, window: int, login_ok: bool | None = None,
                 code: bool = False) -> None:
+        self.apply(Observe(user_id, t, window, login_ok, code))
+
+    def outcome(self, t: int, verified: bool) -> None:
+        self.apply(Outcome(t, verified))
+
+    def apply(self, op: NetworkOp) -> None:
+        """The one place a NetworkState changes."""
+        if type(op) is Observe:
+            self._observe(op)
+        elif type(op) is Outcome:
+            self._decay(op.t)
+            if op.verified:
+                self.verified += 1
+            else:
+                self.unverified += 1
+        else:
+            raise TypeError(f"not a network operation: {op!r}")
+
+    def _observe(self, op: Observe) -> None:
+        t = op.t
         self._decay(t)
-        if login_ok is not None:
+        if op.login_ok is not None:
             self.logins += 1
-            self.login_fail += 0 if login_ok else 1
-        if code:
+            self.login_fail += 0 if op.login_ok else 1
+        if op.code:
             self.codes += 1
-        key = short_hash(user_id)
+        key = short_hash(op.user_id)
         users = self.users
         if t > users.get(key, 0):
             users[key] = t
-        if len(self.users) > 96:
-            self.prune(t, window)
+        if len(users) > 96:
+            self._prune(t, op.window)
 
-    def prune(self, t: int, window: int) -> None:
+    def _prune(self, t: int, window: int) -> None:
         horizon = t - window
         self.users = {u: v for u, v in self.users.items() if v >= horizon}
         while len(self.users) > 96:
             self.users.pop(min(self.users, key=self.users.get))
-
-    def outcome(self, t: int, verified: bool) -> None:
-        self._decay(t)
-        if verified:
-            self.verified += 1
-        else:
-            self.unverified += 1
 
     def distinct_users(self, t: int, window: int) -> int:
         horizon = t - window

@@ -1,5 +1,6 @@
 """The faust.App, built from settings (nothing at import time, so tests and the CLI can
-build several apps with different ports, data dirs and group ids)."""
+build several apps with different ports, data dirs, group ids and fetch waits: the
+consumer is chosen per app, see faust_compat.StreamsApp)."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,7 @@ from typing import Mapping
 import faust
 
 from .connection import faust_broker_url, faust_credentials
-from .consumer import App
+from .faust_compat import StreamsApp
 
 
 def store_url(kcfg: Mapping) -> str:
@@ -21,35 +22,14 @@ def store_url(kcfg: Mapping) -> str:
     return wanted
 
 
-def set_fetch_max_wait(ms: int) -> None:
-    """Faust hard-codes the consumer's fetch_max_wait_ms (1500); make it configurable.
-
-    Only matters on brokers that hold a fetch for the whole wait even when records arrive
-    (Tansu 0.6): there every hop would cost up to that long. Patches this process only."""
-    import aiokafka
-    from faust.transport.drivers import aiokafka as driver
-
-    base = getattr(aiokafka.AIOKafkaConsumer, "_straycode_base", aiokafka.AIOKafkaConsumer)
-
-    class Consumer(base):
-        _straycode_base = base
-
-        def __init__(self, *args, **kwargs):
-            kwargs["fetch_max_wait_ms"] = ms
-            super().__init__(*args, **kwargs)
-
-    driver.aiokafka.AIOKafkaConsumer = Consumer
-
-
 def create_app(settings: Mapping, *, web_port: int | None = None,
                datadir: str | None = None, env: Mapping[str, str] | None = None) -> faust.App:
     kcfg = settings["kafka"]
-    if kcfg.get("fetch_max_wait_ms"):
-        set_fetch_max_wait(int(kcfg["fetch_max_wait_ms"]))
     datadir = Path(datadir or kcfg["datadir"]).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
-    return App(
+    return StreamsApp(
         kcfg["app_id"],
+        fetch_max_wait_ms=kcfg.get("fetch_max_wait_ms"),   # None: Faust's 1.5 s
         broker=faust_broker_url(kcfg),
         broker_credentials=faust_credentials(kcfg, env),
         store=store_url(kcfg),

@@ -49,6 +49,12 @@ class Metrics:
             "straycode_scoring_latency_seconds", "detector time per event",
             buckets=(.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1),
             registry=r)
+        self.changelog = Counter(
+            "straycode_changelog_records", "table changelog records written (checkpoints)",
+            ["table"], registry=r)
+        self.checkpoints = Counter("straycode_checkpoints",
+                                   "state checkpoints (state written, input acknowledged)",
+                                   ["agent"], registry=r)
         self.started = time.time()
 
     def expose(self) -> bytes:

@@ -19,7 +19,7 @@ from typing import Iterator, Mapping
 
 import faust
 
-from straycode.detector.state import NetworkState, UserState
+from straycode.detector.state import NetworkOp, NetworkState, UserState, network_op_from_wire
 
 RAW = {"key_type": bytes, "value_type": bytes}   # raw bytes in the changelog
 
@@ -134,39 +134,24 @@ def scan_users(table: faust.Table, partitions: set[int]) -> Iterator[tuple[int, 
 
 
 class RecordingNetworkState(NetworkState):
-    """A NetworkState that also records the mutations made on it, for the repartition."""
+    """A NetworkState that also records the operations applied to it, for the repartition.
+    Every change of a NetworkState goes through `apply` (detector/state.py), so whatever
+    the core does to it is recorded."""
     __slots__ = ("ops",)
 
     def __init__(self):
         super().__init__()
-        self.ops: list[list] = []
+        self.ops: list[NetworkOp] = []
 
-    @classmethod
-    def wrap(cls, base: NetworkState | None) -> "RecordingNetworkState":
-        state = cls()
-        if base is not None:
-            for name in NetworkState.__slots__:
-                setattr(state, name, getattr(base, name))
-            state.users = dict(base.users)
-        return state
-
-    def observe(self, user_id, t, window, login_ok=None, code=False):
-        self.ops.append(["o", user_id, t, window, login_ok, code])
-        super().observe(user_id, t, window, login_ok=login_ok, code=code)
-
-    def outcome(self, t, verified):
-        self.ops.append(["v", t, verified])
-        super().outcome(t, verified)
+    def apply(self, op: NetworkOp) -> None:
+        self.ops.append(op)
+        super().apply(op)
 
 
 def apply_ops(state: NetworkState, ops: list[list]) -> NetworkState:
-    """Replay recorded operations on the authoritative NetworkState (network agent)."""
+    """Replay shipped operations (their wire form) on a NetworkState (network agent)."""
     for op in ops:
-        if op[0] == "o":
-            _, user_id, t, window, login_ok, code = op
-            state.observe(user_id, t, window, login_ok=login_ok, code=code)
-        elif op[0] == "v":
-            state.outcome(op[1], op[2])
+        state.apply(network_op_from_wire(op))
     return state
 
 
@@ -185,7 +170,7 @@ class NetworkStore(MutableMapping):
     def __init__(self, view: faust.GlobalTable, max_local: int = 100_000):
         self.view = view
         self.local: dict[str, tuple[bytes | None, RecordingNetworkState]] = {}
-        self.outbox: dict[str, list[list]] = {}
+        self.outbox: dict[str, list[list]] = {}       # key -> operations' wire forms
         self.max_local = max_local
         self.reads: dict[str, NetworkState] = {}
         self.marks: dict[str, int] = {}        # per event: key -> outbox length before it
@@ -227,7 +212,7 @@ class NetworkStore(MutableMapping):
             del self.local[key]
         if raw is None:
             raise KeyError(key)
-        return RecordingNetworkState.wrap(NetworkState.from_bytes(raw))
+        return RecordingNetworkState.from_bytes(raw)
 
     def get(self, key, default=None):
         """Never None: an unseen key yields an empty recording state, which scores exactly
@@ -244,7 +229,7 @@ class NetworkStore(MutableMapping):
             ops = self.outbox.setdefault(key, [])
             if key not in self.marks:
                 self.marks[key] = len(ops)
-            ops.extend(state.ops)
+            ops.extend(op.to_wire() for op in state.ops)
             state.ops = []
         self.reads[key] = state
         if key not in self.local:

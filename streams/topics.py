@@ -3,10 +3,12 @@ in our code so that a bad message becomes a dead letter instead of a crashed str
 Keys are the user_id (inputs, alerts, scores) or the network key (network_ops)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping
 
 import faust
+from kafka.partitioner.default import murmur2
 
 INPUT_KEYS = ("logins", "codes", "events")
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -21,6 +23,14 @@ class Topics:
     dead_letters: faust.TopicT
     network_ops: faust.TopicT     # repartition stage: user agent -> network agent
     ticks: faust.TopicT           # timer wake-ups, consumed with the inputs (same partitions)
+
+
+@functools.lru_cache(maxsize=65_536)
+def expected_partition(key: bytes, partitions: int) -> int:
+    """The Kafka default (murmur2) partition of a key: where all of a user's events and
+    state must live for the per-partition table to be complete, and which network-ops
+    partition owns a network key. (Cached: murmur2 is pure Python and runs per event.)"""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def input_topic_names(kcfg: Mapping) -> list[str]:

@@ -23,7 +23,7 @@ from straycode.detector.contract import parse_event
 from straycode.detector.engine import Detector
 from straycode.detector.enrich import Enricher
 from straycode.settings import detector_settings, load_settings
-from straycode.streams.agents import expected_partition
+from straycode.streams.topics import expected_partition
 from straycode.streams.tables import decode_user
 from straycode.streams.worker_cli import build
 
@@ -40,7 +40,10 @@ class Harness:
                "STRAYCODE__KAFKA__APP_ID": "agents-test",
                "STRAYCODE__ALERTS__FORMAT": "native",
                "STRAYCODE__GEOIP__CITY_DB": str(geo_dbs[0]),
-               "STRAYCODE__GEOIP__ASN_DB": str(geo_dbs[1])}
+               "STRAYCODE__GEOIP__ASN_DB": str(geo_dbs[1]),
+               # state written and input acknowledged after every batch (as before
+               # checkpoints); tests of the checkpoint interval set their own
+               "STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S": "0"}
         env.update({k: str(v) for k, v in over.items()})
         self.settings = load_settings(env=env)
         self.app, self.pipe = build(self.settings, datadir=str(tmp_path / "data"))
@@ -60,7 +63,7 @@ class Harness:
         # count the input messages whose batch was handled (or raised)
         self.handled = 0
         self.batches: list[list[str]] = []
-        real = self.pipe.handle_batch
+        real = self.pipe.scoring.handle_batch
 
         async def handle_batch(events):
             try:
@@ -68,7 +71,7 @@ class Harness:
             finally:                # counted also when it raised (the agent goes on)
                 self.batches.append([e.message.topic for e in events])
                 self.handled += len(events)
-        self.pipe.handle_batch = handle_batch
+        self.pipe.scoring.handle_batch = handle_batch
 
     def _capture(self, name: str) -> None:
         topic = getattr(self.pipe.topics, name)

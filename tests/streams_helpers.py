@@ -148,7 +148,7 @@ def write_jsonl(path: Path, events: list) -> Path:
 
 
 def partition_of(user: str, partitions: int = PARTITIONS) -> int:
-    from straycode.streams.agents import expected_partition
+    from straycode.streams.topics import expected_partition
     return expected_partition(user.encode(), partitions)
 
 

@@ -9,7 +9,7 @@ from straycode.detector.alerts import Alert, ScoreRecord
 from straycode.detector.contract import parse_event
 from straycode.detector.ocsf import render_alert
 from straycode.detector.state import NetworkState, short_hash
-from straycode.streams.agents import expected_partition
+from straycode.streams.topics import expected_partition
 from straycode.streams.tables import apply_ops
 from streams_events import DAY, T0, iso, user_stream
 from streams_harness import PARTITIONS, Harness, detector_outputs, stored_user, user_on
@@ -79,7 +79,7 @@ def test_score_users_alerts_like_the_detector_and_waits_for_a_lagging_topic(tmp_
             await h.put_event(agent, closing)
             await h.handled_all(agent, len(history) + 1)
             held = (list(h.sent["alerts"]), h.pipe.clock.watermark(p),
-                    h.pipe.detectors[p].watermark)
+                    h.pipe.scoring.detectors[p].watermark)
             h.unread[(h.topic["logins"], p)] = 0          # caught up: the timer's tick wakes p
             await h.tick(agent, p)
             await h.handled_all(agent, len(history) + 2)
@@ -98,8 +98,8 @@ def test_score_users_alerts_like_the_detector_and_waits_for_a_lagging_topic(tmp_
     scores = [orjson.loads(v) for _k, v, _p in h.sent["scores"]]
     assert sorted(s["code_event_id"] for s in scores) == sorted(
         o.code_event_id for o in expected if isinstance(o, ScoreRecord))
-    assert h.pipe.detectors[p].stats["alerts"] == 1
-    assert set(h.pipe.detectors) == {p}
+    assert h.pipe.scoring.detectors[p].stats["alerts"] == 1
+    assert set(h.pipe.scoring.detectors) == {p}
     raw, part, state = stored_user(h, user)
     assert raw.startswith(b"%d:" % p) and part == p
     assert state.pending == {}                          # every code decided and written
@@ -141,8 +141,8 @@ def test_score_users_rekeys_and_dead_letters(tmp_path, geo_dbs):
         ("malformed_json", h.topic["events"], right, 0, user),
         ("missing_field", h.topic["events"], right, 1, user)]
     assert dead[0]["excerpt"] == bad_json.decode() and "user_id" in dead[1]["detail"]
-    det = h.pipe.detectors[right]
-    assert set(h.pipe.detectors) == {right}
+    det = h.pipe.scoring.detectors[right]
+    assert set(h.pipe.scoring.detectors) == {right}
     # only the well-keyed login reached the detector, and its state was written
     assert det.stats["events.login"] == 1
     raw, part, state = stored_user(h, user)
@@ -166,7 +166,7 @@ def test_processing_error_parks_one_event_and_keeps_the_rest_of_its_batch(tmp_pa
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:
-            det = h.pipe.detector(p)
+            det = h.pipe.scoring.detector(p)
             real = det.process
 
             def process(ev):
@@ -193,7 +193,7 @@ def test_processing_error_parks_one_event_and_keeps_the_rest_of_its_batch(tmp_pa
     assert state.code_times == []
     _raw, part, other_state = stored_user(h, other)
     assert part == p and short_hash(other_login["event_id"]) in other_state.seen
-    stats = h.pipe.detectors[p].stats
+    stats = h.pipe.scoring.detectors[p].stats
     assert stats["events.login"] == 2
     assert stats["verified_unmatched"] == 1          # its code was not left pending either
 
@@ -215,7 +215,7 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
             for e in history:
                 await h.put_event(agent, e)
                 await h.handled_all(agent, h.handled + 1)
-            det = h.pipe.detectors[p]
+            det = h.pipe.scoring.detectors[p]
             real = det.process
             decided_in_failed_call = []
 
@@ -229,7 +229,7 @@ def test_processing_error_does_not_lose_the_codes_it_decided(tmp_path, geo_dbs, 
             h.unread[(h.topic["logins"], p)] = 1          # logins lag: boom waits, unread
             await h.put_event(agent, boom)
             await h.handled_all(agent, h.handled + 1)
-            assert h.sent["alerts"] == [] and h.pipe.reorder.size == 1
+            assert h.sent["alerts"] == [] and h.pipe.scoring.reorder.size == 1
             h.unread[(h.topic["logins"], p)] = 0          # caught up: the tick releases boom
             await h.tick(agent, p)
             await h.handled_all(agent, h.handled + 1)
@@ -254,7 +254,7 @@ def test_processing_error_drops_its_network_operations(tmp_path, geo_dbs, monkey
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:
-            det = h.pipe.detector(p)
+            det = h.pipe.scoring.detector(p)
             real = det.process
 
             def process(ev):
@@ -266,7 +266,7 @@ def test_processing_error_drops_its_network_operations(tmp_path, geo_dbs, monkey
             for e in (login, code):
                 await h.put_event(agent, e)
                 await h.handled_all(agent, h.handled + 1)
-            await h.pipe.send_network_ops()
+            await h.pipe.shipper.send()
 
     asyncio.run(run())
     assert [d["reason"] for d in h.dead_letters()] == ["processing_error"]
@@ -301,8 +301,8 @@ def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_pa
             h.unread[(h.topic["codes"], p)] = 1           # the code is written, not yet read
             await h.put_event(agent, verified)
             await h.handled_all(agent, 2)
-            (_t, _seq, (_ev, waiting)), = h.pipe.reorder.heaps[p]
-            held = (waiting.message.acked, h.pipe.detectors[p].stats["verified_unmatched"])
+            (_t, _seq, (_ev, waiting)), = h.pipe.scoring.reorder.heaps[p]
+            held = (waiting.message.acked, h.pipe.scoring.detectors[p].stats["verified_unmatched"])
             h.unread[(h.topic["codes"], p)] = 0
             await h.put_event(agent, code)
             await h.put_event(agent, closing)
@@ -311,8 +311,70 @@ def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_pa
 
     (acked_while_waiting, unmatched), acked_after = asyncio.run(run())
     assert acked_while_waiting is False and acked_after is True
-    assert unmatched == 0 and h.pipe.detectors[p].stats["verified_unmatched"] == 0
+    assert unmatched == 0 and h.pipe.scoring.detectors[p].stats["verified_unmatched"] == 0
     scores = [orjson.loads(v) for _k, v, _p in h.sent["scores"]]
     assert scores == expected and scores[0]["code_event_id"] == code["event_id"]
     _raw, _part, state = stored_user(h, user)
     assert state.baseline.proven == 1
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_path, geo_dbs):
+    # between checkpoints the changed states stay in memory and their input is held (not
+    # committable): a crash re-reads that input on the last checkpoint's state
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S="300",
+                STRAYCODE__KAFKA__EMIT_SCORES="true")
+    user = user_on(1)
+    p = expected_partition(user.encode(), PARTITIONS)
+    flow = user_stream(user, 1, days=2, attacked=False)
+    day1, day2 = flow[:3], flow[3:]
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            msgs = []
+            for e in day1 + day2:
+                msgs.append(await h.put_event(agent, e))
+                await h.handled_all(agent, h.handled + 1)
+            before = ([m.acked for m in msgs], stored_user(h, user),
+                      h.commit_position(h.topic["logins"], p), len(h.sent["scores"]))
+            h.pipe.scoring.checkpoint.last -= 300        # the interval has passed
+            await h.tick(agent, p)
+            await h.handled_all(agent, h.handled + 1)
+            return msgs, before
+
+    msgs, (acked, stored, position, scores) = asyncio.run(run())
+    assert scores >= 1                       # outputs go out at once, before the checkpoint
+    assert not any(acked) and stored is None and position == 0
+    assert all(m.acked for m in msgs)        # the checkpoint acknowledged what it wrote
+    _raw, _part, state = stored_user(h, user)
+    assert all(short_hash(m_id) in state.seen
+               for m_id in (e["event_id"] for e in day1))
+    assert h.commit_position(h.topic["logins"], p) == 2   # both logins committable now
+    assert h.sample("straycode_changelog_records_total", table="users") == 1   # one write
+
+
+def test_network_view_is_written_once_per_key_per_checkpoint(tmp_path, geo_dbs):
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S="300")
+    ops = [{"ip:81.2.69.10": [["o", f"user{i}", int(T0) + i, 3600, True, False]]}
+           for i in range(5)]
+
+    async def run():
+        async with h.pipe.network_agent.test_context() as agent:
+            view = h.pipe.networks.view
+            msgs = [await h.put(agent, h.topic["network_ops"], orjson.dumps(o), None, 1)
+                    for o in ops]
+            await h.until(agent, lambda: len(h.pipe.counting.checkpoint.held) == 5,
+                          "five messages folded")
+            before = (len(view), [m.acked for m in msgs])
+            h.pipe.counting.checkpoint.last -= 300
+            assert h.pipe.counting.overdue_partitions() == [1]
+            await h.put(agent, h.topic["network_ops"], b"{}", None, 1)   # the timer's wake-up
+            await h.until(agent, lambda: len(view) == 1, "the view written")
+            return msgs, before, view[b"ip:81.2.69.10"]
+
+    msgs, (size, acked), stored = asyncio.run(run())
+    assert size == 0 and not any(acked)
+    assert all(m.acked for m in msgs)
+    assert stored == apply_ops(NetworkState(), [op for o in ops
+                                                for op in o["ip:81.2.69.10"]]).to_bytes()
+    assert h.sample("straycode_changelog_records_total", table="network-view") == 1

@@ -16,7 +16,7 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.consumer import ExactCommitConsumer
+from straycode.streams.faust_compat import ExactCommitConsumer
 
 TOPIC = "straycode.events"
 
@@ -98,3 +98,39 @@ def test_acknowledged_bookkeeping_does_not_grow(consumer):
     assert consumer._new_offset(tp) == 1000
     assert not consumer._acked[tp] and not consumer._acked_index[tp]
     assert not consumer._in_flight[tp]
+
+
+# --------------------------------------------------------------------------- faust_compat
+def test_unsupported_faust_or_aiokafka_is_refused_with_one_line():
+    from straycode.settings import ConfigError
+    from straycode.streams.faust_compat import check_versions
+
+    check_versions({"faust-streaming": "0.15.3", "aiokafka": "0.14.0"})
+    for installed in ({"faust-streaming": "0.16.0", "aiokafka": "0.14.0"},
+                      {"faust-streaming": "0.15.3", "aiokafka": "0.13.1"},
+                      {"faust-streaming": "0.15.3"}):
+        with pytest.raises(ConfigError) as err:
+            check_versions(installed)
+        assert "\n" not in str(err.value) and "needs" in str(err.value)
+
+
+def test_the_fetch_wait_is_per_app_and_aiokafka_is_not_patched(tmp_path):
+    import aiokafka
+
+    apps = []
+    for wait in (50, None):
+        env = {"STRAYCODE__KAFKA__STORE": "memory://"}
+        if wait:
+            env["STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS"] = str(wait)
+        apps.append(create_app(load_settings(env=env), datadir=str(tmp_path / str(wait))))
+
+    async def waits():
+        out = []
+        for app in apps:
+            thread = app.consumer._thread
+            out.append(thread._create_worker_consumer(app.transport)._fetch_max_wait_ms)
+        return out
+    assert asyncio.run(waits()) == [50, 1500]         # 1500: Faust's own, untouched
+    assert aiokafka.AIOKafkaConsumer.__module__.startswith("aiokafka")
+    assert aiokafka.AIOKafkaConsumer is __import__(
+        "faust.transport.drivers.aiokafka", fromlist=["aiokafka"]).aiokafka.AIOKafkaConsumer

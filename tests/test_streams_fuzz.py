@@ -188,7 +188,7 @@ def test_worker_survives_fuzzed_input_and_scores_the_valid_flows_like_replay(
     # ... and every message was acknowledged: nothing holds a commit back
     for (topic, partition), n in h.produced.items():
         assert h.commit_position(topic, partition) == n
-    assert h.pipe.stopped == {} and h.sent["events"] == []      # all well keyed
+    assert h.pipe.scoring.stopped == {} and h.sent["events"] == []      # all well keyed
 
     # the valid flows: the same scores and alerts as straycode replay on the valid subset
     valid_path = tmp_path / "valid.jsonl"

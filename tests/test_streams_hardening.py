@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from straycode.detector.alerts import Alert, ScoreRecord
 from straycode.detector.contract import ContractError, parse_event
-from straycode.streams.agents import expected_partition
+from straycode.streams.topics import expected_partition
 from streams_events import DAY, T0, iso, user_stream
 from streams_harness import PARTITIONS, Harness, detector_outputs, stored_user, user_on
 
@@ -152,14 +152,14 @@ def test_an_unexpected_error_in_a_batch_stops_its_partition_instead_of_crashing(
     alice, bob = user_on(0, "alice"), user_on(3, "bob")
     a_login, a_code, a_verified = user_stream(alice, 1, days=1, attacked=False)
     b_day = user_stream(bob, 2, days=1, attacked=False)
-    real = h.pipe.release
+    real = h.pipe.scoring.release
 
     def release(partition, handled, outbox):
         before = len(handled)
         real(partition, handled, outbox)
         if any(e.message.value == orjson.dumps(a_code) for e in handled[before:]):
             raise RuntimeError("table write failed")
-    monkeypatch.setattr(h.pipe, "release", release)
+    monkeypatch.setattr(h.pipe.scoring, "release", release)
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:
@@ -236,7 +236,7 @@ def test_a_contract_error_from_the_core_is_dead_lettered_with_its_reason(tmp_pat
 
     async def run():
         async with h.pipe.user_agent.test_context() as agent:
-            det = h.pipe.detector(p)
+            det = h.pipe.scoring.detector(p)
             real = det.process
 
             def process(ev):

@@ -11,7 +11,8 @@ from straycode.detector.contract import parse_event
 from straycode.detector.enrich import Enricher
 from straycode.detector.state import NetworkState
 from straycode.settings import ConfigError, detector_settings, load_settings
-from straycode.streams.agents import dead_letter_record, expected_partition
+from straycode.streams.publisher import dead_letter_record
+from straycode.streams.topics import expected_partition
 from straycode.streams.clock import PartitionClock, ReorderBuffer
 from straycode.streams.connection import bootstrap_servers, client_kwargs, faust_credentials
 from straycode.streams.tables import NetworkStore, RecordingNetworkState, apply_ops
@@ -115,7 +116,7 @@ def test_recorded_network_ops_rebuild_the_same_state():
     for i, user in enumerate(["a", "b", "a", "c"]):
         direct.observe(user, int(T0) + 60 * i, 3600, login_ok=i % 2 == 0, code=i > 1)
     direct.outcome(int(T0) + 400, verified=False)
-    replayed = apply_ops(NetworkState(), direct.ops)
+    replayed = apply_ops(NetworkState(), [op.to_wire() for op in direct.ops])
     assert replayed.to_bytes() == direct.to_bytes()
     assert replayed.distinct_users(int(T0) + 400, 3600) == 3
 

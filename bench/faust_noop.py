@@ -1,0 +1,77 @@
+"""The honest ceiling for `straycode worker`: a Faust agent that only counts.
+
+Same broker, input topic, consumer settings and batching (`stream.take_events`, up to
+`kafka.batch_max_events` or `kafka.batch_within_s`) as the worker's user agent, stock
+faust-streaming consumer (only the fetch wait is set, as in the worker: Tansu answers a
+fetch only when it expires), no tables, no outputs. Serves the two pages the benchmark
+polls: /healthz (owned partitions) and /metrics (straycode_events_in_total).
+
+    python -m bench.faust_noop --web-port P --datadir D     (settings from STRAYCODE__*)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import faust
+
+from straycode.settings import load_settings
+from straycode.streams.connection import faust_broker_url
+from straycode.streams.faust_compat import StreamsApp
+from straycode.streams.topics import input_topic_names
+
+
+def build(settings: dict, web_port: int, datadir: str) -> faust.App:
+    kcfg = settings["kafka"]
+    app = StreamsApp(
+        kcfg["app_id"], broker=faust_broker_url(kcfg), datadir=datadir, web_port=web_port,
+        fetch_max_wait_ms=kcfg.get("fetch_max_wait_ms"), exact_commit=False,
+        topic_partitions=int(kcfg["partitions"]),
+        stream_buffer_maxsize=int(kcfg["stream_buffer_maxsize"]),
+        broker_max_poll_records=int(kcfg["broker_max_poll_records"]),
+        broker_max_poll_interval=float(kcfg["broker_max_poll_interval"]),
+        broker_session_timeout=float(kcfg["broker_session_timeout"]),
+        broker_heartbeat_interval=float(kcfg["broker_heartbeat_interval"]),
+        stream_wait_empty=False, consumer_auto_offset_reset="earliest",
+        autodiscover=False, web_enabled=True)
+    names = input_topic_names(kcfg)
+    topic = app.topic(*names, partitions=int(kcfg["partitions"]),
+                      key_serializer="raw", value_serializer="raw")
+    counted = [0]
+    batch_max, within = int(kcfg["batch_max_events"]), float(kcfg["batch_within_s"])
+
+    @app.agent(topic, name="noop", concurrency=1)
+    async def count(stream):
+        async for events in stream.take_events(batch_max, within=within):
+            counted[0] += len(events)
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.text(f'straycode_events_in_total{{topic="all"}} {counted[0]}\n')
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        try:
+            owned = sorted({tp.partition for tp in app.consumer.assignment()
+                            if tp.topic in names})
+        except Exception:
+            owned = []
+        return web.json({"ok": bool(owned), "partitions": owned},
+                        status=200 if owned else 503)
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--web-port", type=int, required=True)
+    ap.add_argument("--datadir", required=True)
+    ap.add_argument("--loglevel", default="warning")
+    args = ap.parse_args()
+    from straycode.streams.worker_cli import worker_class
+    app = build(load_settings(), args.web_port, args.datadir)
+    logging.getLogger("straycode").setLevel(args.loglevel.upper())
+    worker_class()(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

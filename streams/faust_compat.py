@@ -1,0 +1,194 @@
+"""Every use of faust-streaming's and aiokafka's private API in straycode, in one place.
+
+straycode needs four things the public API does not offer:
+
+1. the consumer's long-poll wait (`fetch_max_wait_ms`), which Faust hard-codes to 1.5 s:
+   on Tansu 0.6 a fetch is answered only when it expires, so every hop would cost that long;
+2. a commit position that never skips a message still being handled (ExactCommitConsumer,
+   below): Faust's own rule does, and the reorder buffer holds messages on purpose;
+3. when a partition's high watermark was learned (aiokafka's `last_poll_timestamp`, behind
+   Faust's consumer thread), for the watermark rule of streams/clock.py;
+4. setting Faust's "current event" (a table picks the changelog partition of a write from
+   it; one batch holds several partitions), and reading the committed offset of a partition.
+
+These overrides were written against faust-streaming 0.15 and aiokafka 0.14. `check_versions`
+runs when an app is built and refuses any other version with one line, instead of letting
+an override silently miss (e.g. a renamed `_new_offset` would bring Faust's skipping commit
+rule back). The consumer changes are scoped to the app: its transport builds our consumer
+class, nothing is patched into the aiokafka or Faust modules.
+"""
+from __future__ import annotations
+
+import weakref
+from importlib import metadata
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+
+from straycode.settings import ConfigError
+
+SUPPORTED = {"faust-streaming": "0.15.", "aiokafka": "0.14."}
+
+
+class IncompatibleVersion(ConfigError):
+    """The installed faust-streaming / aiokafka is not the one these overrides were written for."""
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Raise IncompatibleVersion (one line) unless the installed versions are supported."""
+    for package, prefix in SUPPORTED.items():
+        if installed is not None:
+            version = installed.get(package)
+        else:
+            try:
+                version = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                version = None
+        if version is None or not version.startswith(prefix):
+            raise IncompatibleVersion(
+                f"{package} {version or 'is not installed'}: straycode.streams needs "
+                f"{package} {prefix}x (streams/faust_compat.py overrides its internals)")
+
+
+# ------------------------------------------------------------------ 4. small accessors
+def set_current_event(event) -> None:
+    """Make `event` Faust's current event: a table picks the changelog partition and the
+    RocksDB shard of a read or write from it, and a batch holds several partitions."""
+    _current_event.set(weakref.ref(event))
+
+
+def committed_offset(consumer, tp: TP) -> int | None:
+    """The offset Faust last committed (or found committed) for `tp`; None when unknown."""
+    return getattr(consumer, "_committed_offset", {}).get(tp)
+
+
+# ------------------------------------------------------------------ 1. fetch wait
+class FetchWaitConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the app's fetch wait instead of the hard-coded 1.5 s."""
+
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        wait = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait:
+            consumer._fetch_max_wait_ms = int(wait)    # read by start(), not yet called
+        return consumer
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer with the fetch wait of its app."""
+
+    def _new_consumer_thread(self):
+        return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def highwater_polled_at(self, tp: TP) -> int | None:
+        """When (ms) the high watermark of `tp` was last learned: it is as old as the fetch
+        response that carried it (aiokafka's last poll of the partition)."""
+        return self._thread._ensure_consumer().last_poll_timestamp(tp)
+
+
+# ------------------------------------------------------------------ 2. exact commits
+class ExactCommitConsumer(Consumer):
+    """A consumer that never commits an offset past a message still being handled.
+
+    faust-streaming (0.15) commits one past the first run of consecutive acknowledged
+    offsets, and checks that this run starts at the committed position only when something
+    was committed before (a committed 0 counts as nothing), and then off by one: a single
+    message still held at the head is skipped. straycode holds messages on purpose (the
+    reorder buffer waits for the watermark, state is written at checkpoints) while later
+    messages of the same topic-partition are acknowledged (earlier in event time, dead
+    letters, re-keyed), so a worker killed after such a commit lost the held messages for
+    good. It was seen as a restarted worker that re-read almost every login and code but
+    only 18 of its code_verified events.
+
+    Here the rule is the at-least-once one, kept per topic-partition from what was
+    actually handed to the streams: commit the smallest offset delivered and not yet
+    acknowledged, or one past the last delivered when all of them are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight: dict[TP, dict[int, Message]] = {}   # delivered, not yet acked
+        self._next_offset: dict[TP, int] = {}                # one past the last delivered
+        self._streams_callback = self.callback
+        self.callback = self._deliver
+
+    async def _deliver(self, message: Message) -> None:
+        """Record the message as in flight, then hand it to the streams (Faust's conductor)."""
+        if self.app.topics.acks_enabled_for(message.topic):
+            self.track(message)
+        await self._streams_callback(message)
+
+    def track(self, message: Message) -> None:
+        """Count `message` as handed to the streams and not yet acknowledged."""
+        tp = message.tp
+        self._in_flight.setdefault(tp, {})[message.offset] = message
+        self._next_offset[tp] = message.offset + 1
+
+    def ack(self, message: Message) -> bool:
+        done = super().ack(message)
+        in_flight = self._in_flight.get(message.tp)
+        if in_flight is not None and in_flight.get(message.offset) is message:
+            del in_flight[message.offset]
+        return done
+
+    def commit_position(self, tp: TP) -> int | None:
+        """The offset a commit may name for `tp` now: None until something was delivered."""
+        in_flight = self._in_flight.get(tp)
+        if in_flight:
+            return min(in_flight)
+        return self._next_offset.get(tp)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        position = self.commit_position(tp)
+        if position is not None:   # forget Faust's own bookkeeping below it (it would grow)
+            acked = self._acked[tp]
+            below = [o for o in acked if o < position]
+            if below:
+                self._acked_index[tp].difference_update(below)
+                acked[:] = [o for o in acked if o >= position]
+            gap = self._gap.get(tp)
+            if gap:
+                gap.chop(0, position)
+        return position
+
+    def _forget(self, tps) -> None:
+        for tp in tps:
+            self._in_flight.pop(tp, None)
+            self._next_offset.pop(tp, None)
+
+    async def perform_seek(self) -> None:
+        """Every assigned partition goes back to its committed offset: what was in flight
+        will be delivered again."""
+        self._forget(list(self._in_flight) + list(self._next_offset))
+        await super().perform_seek()
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._forget([partition])
+        await super().seek(partition, offset)
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self._forget(revoked)
+        await super().on_partitions_revoked(revoked)
+
+
+class StreamsApp(faust.App):
+    """faust.App whose transport builds our consumer: the ExactCommitConsumer (or, for the
+    benchmark's reference agent, Faust's own commit rule) with the app's fetch wait.
+
+    Checks the installed faust-streaming / aiokafka versions first."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None,
+                 exact_commit: bool = True, **kwargs: Any) -> None:
+        check_versions()
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self._consumer_class = ExactCommitConsumer if exact_commit else Consumer
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self):
+        transport = super()._new_transport()
+        if not isinstance(transport, driver.Transport):
+            raise ConfigError(f"straycode.streams needs the aiokafka transport, not {transport!r}")
+        transport.Consumer = self._consumer_class
+        return transport

@@ -1,0 +1,157 @@
+"""The cross-user network view: operations shipped by the user agents (NetworkOpsShipper),
+folded by the owner of each network key (NetworkAgent) into the `network-view` GlobalTable.
+
+A key's owner is the worker that owns its network-ops partition: the only writer of that
+key, so counts of users handled by different workers add up. The owner keeps the states
+of its keys in memory and writes each changed key once per checkpoint (streams/checkpoint.py),
+not once per operation message: every view write is read by every worker (GlobalTable).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from straycode.detector.state import NetworkState, network_op_from_wire
+
+from .checkpoint import Checkpoint
+from .faust_compat import set_current_event
+from .metrics import Metrics
+from .publisher import Publisher
+from .tables import NetworkStore
+from .topics import expected_partition
+
+log = logging.getLogger("straycode.streams")
+
+
+class NetworkOpsShipper:
+    """User side: ships the operations the NetworkStore recorded, every ~50 ms (and on the
+    timer), one message per network-ops partition holding {key: [ops]} for the keys that
+    partition owns, so a busy worker sends a few messages rather than one per event.
+    Cross-user counts are an approximation by design (docs/streams.md): operations that
+    cannot be sent are counted and logged, and do not stop the stream."""
+
+    EVERY_S = 0.05
+
+    def __init__(self, store: NetworkStore, topic, partitions: int, metrics: Metrics):
+        self.store = store
+        self.topic = topic
+        self.partitions = partitions
+        self.metrics = metrics
+        self.sent_at = 0.0
+
+    async def maybe_send(self) -> None:
+        if time.monotonic() - self.sent_at >= self.EVERY_S:
+            await self.send()
+
+    async def send(self) -> None:
+        self.sent_at = time.monotonic()
+        by_partition: dict[int, dict[str, list]] = {}
+        for key, ops in self.store.take_outbox().items():
+            p = expected_partition(key.encode(), self.partitions)
+            by_partition.setdefault(p, {})[key] = ops
+        for p, batch in by_partition.items():
+            try:
+                await self.topic.send(value=orjson.dumps(batch), partition=p, force=True)
+            except Exception as exc:
+                self.metrics.publish_errors.labels("network_ops").inc()
+                log.error("network operations for network-ops partition %d not sent: %r",
+                          p, exc)
+
+
+class NetworkAgent:
+    """Owner of network-ops partitions: folds every worker's operations on the keys of its
+    partitions into one NetworkState per key, written to the view at checkpoints."""
+
+    def __init__(self, view, topic, publisher: Publisher, metrics: Metrics, partitions: int,
+                 batch_max: int, batch_within_s: float, checkpoint_s: float,
+                 max_cached: int = 200_000):
+        self.view = view
+        self.topic = topic                      # network-ops (woken by an empty message)
+        self.publisher = publisher
+        self.metrics = metrics
+        self.partitions = partitions
+        self.batch_max = batch_max
+        self.batch_within_s = batch_within_s
+        self.checkpoint = Checkpoint(checkpoint_s)
+        self.states: dict[str, NetworkState] = {}        # owned keys, latest first-read order
+        self.dirty: dict[int, set[str]] = {}             # partition -> keys changed since
+        self.max_cached = max_cached
+
+    async def run(self, stream) -> None:
+        async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
+            for event in events:
+                await self.fold(event)
+            if self.checkpoint.due():
+                self.write_checkpoint()
+
+    async def fold(self, event) -> None:
+        msg = event.message
+        try:
+            batch = orjson.loads(msg.value)
+            if not isinstance(batch, dict):
+                raise ValueError("expected an object {network key: [operations]}")
+            decoded = {key: [network_op_from_wire(op) for op in ops]
+                       for key, ops in batch.items()}
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            failed = await self.publisher.deliver(
+                [self.publisher.dead_letter(msg, "malformed_network_ops", str(exc))])
+            if failed:
+                # internal operations, not input events: counted and logged, not held
+                log.error("the dead letter of network-ops message %s/%d@%d could not be "
+                          "sent: %s", msg.topic, msg.partition, msg.offset, failed[0][1])
+            return
+        for key, ops in decoded.items():          # every operation decoded: none is refused
+            state = self.state(key)
+            for op in ops:
+                state.apply(op)
+            self.states[key] = state
+        if decoded:
+            self.dirty.setdefault(msg.partition, set()).update(decoded)
+        msg.incref()                      # acknowledged when its changes are written
+        self.checkpoint.hold(event)
+
+    def state(self, key: str) -> NetworkState:
+        """The latest state of an owned key: this agent is its only writer, so its cached
+        object is the latest; else the view's."""
+        cached = self.states.get(key)
+        if cached is not None:
+            return cached
+        raw = self.view.get(key.encode())
+        return NetworkState.from_bytes(raw) if raw is not None else NetworkState()
+
+    def write_checkpoint(self) -> int:
+        written = 0
+        for p, keys in self.dirty.items():
+            set_current_event(self.checkpoint.anchor(p))     # the view's changelog partition
+            for key in keys:
+                self.view[key.encode()] = self.states[key].to_bytes()
+            written += len(keys)
+        self.dirty.clear()
+        self.metrics.changelog.labels("network-view").inc(written)
+        consumer = self.topic.app.consumer
+        for event in self.checkpoint.take():
+            event.message.ack(consumer)
+        self._trim()
+        return written
+
+    def _trim(self) -> None:
+        while len(self.states) > self.max_cached:
+            self.states.pop(next(iter(self.states)))
+
+    def overdue_partitions(self) -> list[int]:
+        """Partitions holding changes for longer than the checkpoint interval: the timer
+        wakes them with an empty message (the agent only runs when a message comes)."""
+        return sorted(self.checkpoint.anchors) if self.checkpoint.overdue() else []
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Forget owned keys of revoked network-ops partitions (their held messages are
+        read again by the new owner, from the committed offset, on the written view)."""
+        self.checkpoint.drop(partitions)
+        for p in partitions:
+            self.dirty.pop(p, None)
+        for key in [k for k in self.states
+                    if expected_partition(k.encode(), self.partitions) in partitions]:
+            del self.states[key]
+
