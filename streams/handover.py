@@ -56,7 +56,7 @@ def topic_names(kcfg: Mapping) -> dict[str, str]:
 
 
 def _partition(key: bytes, partitions: int) -> int:
-    from .agents import expected_partition
+    from .topics import expected_partition
     return expected_partition(key, partitions)
 
 
