@@ -8,9 +8,20 @@ from __future__ import annotations
 import ssl
 from typing import Any, Mapping
 
-from straycode.settings import ConfigError, secret
+from straycode.settings import ConfigError, load_settings, secret
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def command_settings(args) -> dict:
+    """Settings for a Kafka command: the config, then its --broker / --app-id options."""
+    settings = load_settings(args.config)
+    kcfg = settings["kafka"]
+    if getattr(args, "broker", None):
+        kcfg["broker"] = args.broker
+    if getattr(args, "app_id", None):
+        kcfg["app_id"] = args.app_id
+    return settings
 
 
 def bootstrap_servers(kcfg: Mapping) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from straycode.settings import load_settings
+from .connection import command_settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -23,12 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .handover import load_state
 
-    settings = load_settings(args.config)
-    kcfg = settings["kafka"]
-    if args.broker:
-        kcfg["broker"] = args.broker
-    if args.app_id:
-        kcfg["app_id"] = args.app_id
+    settings = command_settings(args)
     summary = load_state(settings, args.state, force=args.force,
                          accept_settings_change=args.accept_settings_change,
                          progress=not args.no_progress)

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import orjson
 
-from straycode.settings import load_settings
+from .connection import command_settings
 
 SPLIT = {"login": "logins", "code_issued": "codes", "code_verified": "codes"}
 
@@ -97,12 +97,9 @@ def publish(kcfg: dict, path: str, *, topic: str | None = None, split: bool = Fa
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    kcfg = command_settings(args)["kafka"]
     if args.events != "-":
         open(args.events, "rb").close()     # a missing input file is reported before connecting
-    kcfg = settings["kafka"]
-    if args.broker:
-        kcfg["broker"] = args.broker
     sent = publish(kcfg, args.events, topic=args.topic, split=args.split, rate=args.rate,
                    create=not args.no_create_topics, ordered=args.ordered)
     for name, n in sorted(sent.items()):

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from straycode.settings import load_settings
+from .connection import command_settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -56,9 +56,7 @@ def follow(kcfg: dict, topic: str, *, from_beginning: bool, limit: int = 0,
 
 
 def run(args: argparse.Namespace) -> int:
-    kcfg = load_settings(args.config)["kafka"]
-    if args.broker:
-        kcfg["broker"] = args.broker
+    kcfg = command_settings(args)["kafka"]
     topic = args.topic or kcfg["topics"]["alerts"]
     try:
         for value in follow(kcfg, topic, from_beginning=args.from_beginning, limit=args.max,

@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from straycode.logs import make_handlers_safe
-from straycode.settings import load_settings
+from .connection import command_settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -60,12 +60,7 @@ def worker_class():
 def run(args: argparse.Namespace) -> int:
     QuietWorker = worker_class()
 
-    settings = load_settings(args.config)
-    kcfg = settings["kafka"]
-    if args.broker:
-        kcfg["broker"] = args.broker
-    if args.app_id:
-        kcfg["app_id"] = args.app_id
+    settings = command_settings(args)
     app, pipeline = build(settings, args.web_port, args.datadir)
     from straycode.runtime import tune_gc
     tune_gc()
