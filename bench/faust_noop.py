@@ -16,24 +16,13 @@ import logging
 import faust
 
 from straycode.settings import load_settings
-from straycode.streams.connection import faust_broker_url
-from straycode.streams.faust_compat import StreamsApp
+from straycode.streams.app import create_app
 from straycode.streams.topics import input_topic_names
 
 
 def build(settings: dict, web_port: int, datadir: str) -> faust.App:
     kcfg = settings["kafka"]
-    app = StreamsApp(
-        kcfg["app_id"], broker=faust_broker_url(kcfg), datadir=datadir, web_port=web_port,
-        fetch_max_wait_ms=kcfg.get("fetch_max_wait_ms"), exact_commit=False,
-        topic_partitions=int(kcfg["partitions"]),
-        stream_buffer_maxsize=int(kcfg["stream_buffer_maxsize"]),
-        broker_max_poll_records=int(kcfg["broker_max_poll_records"]),
-        broker_max_poll_interval=float(kcfg["broker_max_poll_interval"]),
-        broker_session_timeout=float(kcfg["broker_session_timeout"]),
-        broker_heartbeat_interval=float(kcfg["broker_heartbeat_interval"]),
-        stream_wait_empty=False, consumer_auto_offset_reset="earliest",
-        autodiscover=False, web_enabled=True)
+    app = create_app(settings, web_port=web_port, datadir=datadir, exact_commit=False)
     names = input_topic_names(kcfg)
     topic = app.topic(*names, partitions=int(kcfg["partitions"]),
                       key_serializer="raw", value_serializer="raw")
