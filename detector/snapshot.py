@@ -8,18 +8,15 @@ Pure (no files): ``straycode/statedir.py`` writes these to a state directory.
   ``restore_core()`` (in the engine, which owns them);
 * the population frequencies (they stand in for p(value | attacker) in every score).
 
-Network states are written with their own exact codec here (every counter as the float it
-is): ``NetworkState.to_bytes()`` rounds its counters to 4 digits, which is fine for a Faust
-table but would make a restored run score a few codes differently in the last digits.
+Network states are saved with ``NetworkState.to_bytes(exact=True)`` (every counter as the
+float it is): the rounded form a Faust table holds would make a restored run score a few
+codes differently in the last digits.
 """
 from __future__ import annotations
 
 import orjson
 
 from .population import Population
-from .state import NetworkState
-
-NETWORK_FIELDS = tuple(NetworkState.__slots__)
 
 
 def population_to_bytes(population: Population) -> bytes:
@@ -47,20 +44,3 @@ def population_size(population: Population) -> int:
     return sum(len(table) for table in population.counts.values())
 
 
-def network_to_bytes(state: NetworkState) -> bytes:
-    """Every field as it is (floats exact, the user map as pairs: its keys are ints)."""
-    values = []
-    for name in NETWORK_FIELDS:
-        value = getattr(state, name)
-        values.append(list(value.items()) if isinstance(value, dict) else value)
-    return orjson.dumps(values)
-
-
-def network_from_bytes(data: bytes) -> NetworkState:
-    values = orjson.loads(data)
-    state = NetworkState()
-    for name, value in zip(NETWORK_FIELDS, values, strict=True):
-        if isinstance(getattr(state, name), dict):
-            value = {k: v for k, v in value}
-        setattr(state, name, value)
-    return state

@@ -441,15 +441,21 @@ class NetworkState:
             return None
         return (self.login_fail + self.unverified) / total
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps([1, self.t0, round(self.logins, 4), round(self.login_fail, 4),
-                             round(self.codes, 4), round(self.verified, 4),
-                             round(self.unverified, 4), [[k, v] for k, v in self.users.items()]])
+    VERSION = 1
+
+    def to_bytes(self, exact: bool = False) -> bytes:
+        """Counters rounded to 4 digits (a Faust table's value), or `exact` (a saved state
+        directory: a restored run then scores byte for byte like one run); one layout."""
+        counters = (self.logins, self.login_fail, self.codes, self.verified, self.unverified)
+        if not exact:
+            counters = tuple(round(c, 4) for c in counters)
+        return orjson.dumps([self.VERSION, self.t0, *counters,
+                             [[k, v] for k, v in self.users.items()]])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "NetworkState":
         version, t0, logins, fail, codes, verified, unverified, users = orjson.loads(data)
-        if version != 1:
+        if version != cls.VERSION:
             raise ValueError(f"unknown NetworkState version {version}")
         state = cls()
         state.t0, state.logins, state.login_fail = t0, logins, fail

@@ -32,8 +32,7 @@ from tqdm import tqdm
 from . import statedir
 from .detector.alerts import Alert, ScoreRecord
 from .detector.contract import ContractError, decode_line, utc_iso
-from .detector.snapshot import network_from_bytes, network_to_bytes
-from .detector.state import UserState
+from .detector.state import NetworkState, UserState
 from .diskstore import DiskStore
 from .jsonl import DeadLetters, read_lines
 from .replay import Feeder, add_state_options, build_detector, open_state
@@ -86,7 +85,8 @@ def run_backfill(paths: list[str], state_dir: str, settings: dict, *,
     work = Path(tempfile.mkdtemp(prefix=".backfill-", dir=work_dir or root))
     started = time.perf_counter()
     users = DiskStore(work / "users", UserState.to_bytes, UserState.from_bytes, cache_users)
-    networks = DiskStore(work / "networks", network_to_bytes, network_from_bytes, cache_networks)
+    networks = DiskStore(work / "networks", _exact_network_bytes, NetworkState.from_bytes,
+                         cache_networks)
     detector = build_detector(settings, geoip_db, asn_db, users=users, networks=networks)
     enrichment = statedir.enrichment_fingerprint(detector)
     dead = DeadLetters(dead_letter_path)
@@ -195,3 +195,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         print(f"  {key:<{width}}  {value}")
     return 0
+
+
+def _exact_network_bytes(state: NetworkState) -> bytes:
+    return state.to_bytes(exact=True)

@@ -36,9 +36,9 @@ import orjson
 from . import __version__
 from .detector.contract import utc_iso
 from .detector.engine import Detector
-from .detector.snapshot import (NETWORK_FIELDS, network_from_bytes, network_to_bytes,
-                                population_from_bytes, population_size, population_to_bytes)
-from .detector.state import USER_STATE_VERSION, UserState
+from .detector.snapshot import (population_from_bytes, population_size,
+                                population_to_bytes)
+from .detector.state import USER_STATE_VERSION, NetworkState, UserState
 from .diskstore import DiskStore
 from .settings import detector_settings
 
@@ -128,10 +128,10 @@ def read_manifest(root: str | Path) -> dict | None:
     if manifest.get("user_state_version", 0) > USER_STATE_VERSION:
         raise StateError(f"state {root}: user states of version {manifest['user_state_version']}"
                          f", this straycode reads up to version {USER_STATE_VERSION}")
-    if manifest.get("network_fields") != list(NETWORK_FIELDS):
-        raise StateError(f"state {root}: network states with fields "
-                         f"{manifest.get('network_fields')}, this straycode has "
-                         f"{list(NETWORK_FIELDS)}")
+    if manifest.get("network_state_version") != NetworkState.VERSION:
+        raise StateError(f"state {root}: network states of version "
+                         f"{manifest.get('network_state_version')!r}, this straycode reads "
+                         f"version {NetworkState.VERSION}")
     files = manifest.get("files") or {}
     for name in (USERS, NETWORKS, POPULATION, CORE):
         expected, path = files.get(name), gen / name
@@ -230,7 +230,7 @@ def restore(detector: Detector, manifest: dict) -> None:
             networks.put_raw(key, raw)
     else:
         for key, raw in iter_records(manifest, NETWORKS):
-            networks[key] = network_from_bytes(raw)
+            networks[key] = NetworkState.from_bytes(raw)
     detector.population = population_from_bytes(read_blob(manifest, POPULATION))
     detector.restore_core(read_core(manifest))
 
@@ -276,7 +276,7 @@ def _network_records(networks) -> Iterator[tuple[str, bytes]]:
         yield from networks.items_raw()
     else:
         for key in sorted(networks):
-            yield key, network_to_bytes(networks[key])
+            yield key, networks[key].to_bytes(exact=True)
 
 
 def _file_sha256(path: Path) -> str:
@@ -338,7 +338,7 @@ def save(detector: Detector, root: str | Path, settings: Mapping, run: dict,
         "watermark": watermark, "watermark_ts": utc_iso(watermark) if watermark else None,
         "settings_sha256": settings_fingerprint(settings),
         "enrichment": enrichment if enrichment is not None else enrichment_fingerprint(detector),
-        "user_state_version": USER_STATE_VERSION, "network_fields": list(NETWORK_FIELDS),
+        "user_state_version": USER_STATE_VERSION, "network_state_version": NetworkState.VERSION,
         "counts": counts, "stats": core["stats"], "files": files, "runs": runs,
     }
     _write_file(tmp / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

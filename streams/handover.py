@@ -33,7 +33,8 @@ from typing import Mapping
 import orjson
 
 from straycode.detector.population import Population
-from straycode.detector.snapshot import network_from_bytes, population_from_bytes
+from straycode.detector.snapshot import population_from_bytes
+from straycode.detector.state import NetworkState
 from straycode.statedir import (NETWORKS, POPULATION, USERS, StateError, check_settings,
                                 iter_records, read_blob, read_manifest)
 
@@ -179,7 +180,7 @@ def load_state(settings: Mapping, state_dir: str, *, force: bool = False,
         networks = 0
         for net_key, raw in iter_records(manifest, NETWORKS):
             key = net_key.encode()
-            sender.send(names["networks"], key, network_from_bytes(raw).to_bytes(),
+            sender.send(names["networks"], key, NetworkState.from_bytes(raw).to_bytes(),
                         _partition(key, partitions))
             networks += 1
             bar.update()
