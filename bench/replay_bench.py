@@ -28,8 +28,8 @@ import orjson
 
 from straycode.detector.contract import decode_line
 from straycode.detector.engine import Detector
-from straycode.detector.enrich import Enricher
 from straycode.detector.enrich import default_city_db
+from straycode.components import build_enricher
 from straycode.replay import run_replay
 from straycode.settings import detector_settings, load_settings
 
@@ -90,7 +90,7 @@ def split_core(path: Path, settings: dict, city_db: str | None,
 
     Returns (decode seconds, detector seconds); each includes one clock call per event.
     """
-    det = Detector(detector_settings(settings), Enricher(city_db, None, settings["geoip"]["cache_size"]))
+    det = Detector(detector_settings(settings), build_enricher(settings, city_db))
     decode_s = detect_s = 0.0
     with open(path, "rb") as f:
         for line in f:
@@ -117,7 +117,7 @@ def replay(path: Path, out: Path, settings: dict, city_db: str | None) -> dict:
 def state_sizes(path: Path, settings: dict, city_db: str | None) -> dict:
     """Feed a long history for many users through a Detector; measure what it keeps."""
     rss_before = rss_mb()
-    det = Detector(detector_settings(settings), Enricher(city_db, None, settings["geoip"]["cache_size"]))
+    det = Detector(detector_settings(settings), build_enricher(settings, city_db))
     started = time.perf_counter()
     events = 0
     with open(path, "rb") as f:

@@ -23,6 +23,7 @@ from .contract import (CodeIssued, CodeVerified, DeviceTrusted, Event, Login, Pa
                        UserFeedback, content_digest, utc_iso)
 from .enrich import Context, Enricher
 from .learned import Scorer
+from .netkind import physical_place
 from .learned import apply as apply_model
 from .policy import SEVERITY_RANK, Policy
 from .population import Population
@@ -181,7 +182,8 @@ class Detector:
         if ctx is None:
             return
         features = ctx.features()
-        state.baseline.learn(int(t), features, hour_of(t), ctx.lat, ctx.lon, ctx.city,
+        lat, lon = (ctx.lat, ctx.lon) if physical_place(ctx) else (None, None)
+        state.baseline.learn(int(t), features, hour_of(t), lat, lon, ctx.city,
                              ctx.browser, self.cfg)
         self.population.observe(features)
         self.stats["learned"] += 1

@@ -15,6 +15,7 @@ import geoip2.database
 import geoip2.errors
 
 from .contract import Event
+from .netkind import NetworkKinds, anonymous_ip_kind
 from .useragent import ua_family
 
 
@@ -31,10 +32,11 @@ class IpInfo:
     lat: float | None
     lon: float | None
     private: bool                # RFC 1918, loopback, link-local, reserved: no geo
+    anonymizer: str | None = None  # from the Anonymous IP database: detector/netkind.py kinds
 
 
 UA_KEPT = 160                    # characters of a user agent kept in stored state
-CONTEXT_WIRE_LEN = 14
+CONTEXT_WIRE_LEN = 15            # layout 2; layout 1 (14 fields) lacked `anonymizer`
 
 
 @dataclass(slots=True)
@@ -54,6 +56,7 @@ class Context:
     user_agent: str | None = None
     browser: str | None = None   # "Chrome|Windows|desktop"
     os: str | None = None        # "Windows|desktop"
+    anonymizer: str | None = None  # hosting | vpn | proxy | tor (detector/netkind.py), else None
 
     def features(self) -> dict[str, tuple[str | None, ...]]:
         """Hierarchical feature values, coarse to fine, as the baseline stores them."""
@@ -73,21 +76,28 @@ class Context:
         return replace(self, user_agent=_kept_ua(ua))
 
     # ------------------------------------------------------------------ codec
-    # wire layout 1 (the only one so far): a positional list, read and written here only
+    # wire layout 2: a positional list, read and written here only. Layout 1 is the same
+    # without the trailing `anonymizer`; a context without one is still written that way
+    # (the common case costs nothing, and older states are written back unchanged)
     def to_wire(self) -> list:
-        return [self.ip, self.prefix, self.network, self.asn, self.as_org, self.country,
-                self.city, self.lat, self.lon, self.private, self.device_id,
-                _kept_ua(self.user_agent), self.browser, self.os]
+        values = [self.ip, self.prefix, self.network, self.asn, self.as_org, self.country,
+                  self.city, self.lat, self.lon, self.private, self.device_id,
+                  _kept_ua(self.user_agent), self.browser, self.os]
+        if self.anonymizer is not None:
+            values.append(self.anonymizer)
+        return values
 
     @classmethod
     def from_wire(cls, values: list) -> "Context":
-        if len(values) != CONTEXT_WIRE_LEN:
-            raise ValueError(f"stored context has {len(values)} fields, layout 1 has {CONTEXT_WIRE_LEN}")
+        if len(values) not in (CONTEXT_WIRE_LEN - 1, CONTEXT_WIRE_LEN):
+            raise ValueError(f"stored context has {len(values)} fields, layouts 1 and 2 have "
+                             f"{CONTEXT_WIRE_LEN - 1} and {CONTEXT_WIRE_LEN}")
         (ip, prefix, network, asn, as_org, country, city, lat, lon, private, device_id,
-         user_agent, browser, os_key) = values
+         user_agent, browser, os_key, *rest) = values
         return cls(ip=ip, prefix=prefix, network=network, asn=asn, as_org=as_org,
                    country=country, city=city, lat=lat, lon=lon, private=private,
-                   device_id=device_id, user_agent=user_agent, browser=browser, os=os_key)
+                   device_id=device_id, user_agent=user_agent, browser=browser, os=os_key,
+                   anonymizer=rest[0] if rest else None)
 
     def to_dict(self) -> dict:
         city = self.city.split("/", 1)[1] if self.city else None
@@ -95,7 +105,7 @@ class Context:
                 "asn": self.asn, "as_org": self.as_org, "country": self.country,
                 "city": city, "lat": self.lat, "lon": self.lon, "private_ip": self.private,
                 "device_id": self.device_id, "user_agent": self.user_agent,
-                "ua_family": self.browser}
+                "ua_family": self.browser, "network_kind": self.anonymizer}
 
 
 def _kept_ua(user_agent: str | None) -> str | None:
@@ -124,15 +134,18 @@ class Enricher:
     """Turns an event's client fields into a :class:`Context` (cached per IP)."""
 
     def __init__(self, city_db: str | Path | None = None, asn_db: str | Path | None = None,
-                 cache_size: int = 262144):
+                 cache_size: int = 262144, anonymous_ip_db: str | Path | None = None,
+                 kinds: NetworkKinds | None = None):
         self.city_reader = _open(city_db)
         self.asn_reader = _open(asn_db)
+        self.anon_reader = _open(anonymous_ip_db)
+        self.kinds = kinds or NetworkKinds()
         self.cache_size = cache_size
         self._cache: dict[str, IpInfo] = {}
         self.lookups = 0
 
     def close(self) -> None:
-        for reader in (self.city_reader, self.asn_reader):
+        for reader in (self.city_reader, self.asn_reader, self.anon_reader):
             if reader is not None:
                 reader.close()
 
@@ -171,8 +184,14 @@ class Enricher:
                 asn, org = rec.autonomous_system_number, rec.autonomous_system_organization
             except (geoip2.errors.AddressNotFoundError, ValueError):
                 pass
+        anonymizer = None
+        if not private and self.anon_reader is not None:
+            try:
+                anonymizer = anonymous_ip_kind(self.anon_reader.anonymous_ip(ip))
+            except (geoip2.errors.AddressNotFoundError, ValueError):
+                pass
         network = f"AS{asn}" if asn is not None else ("private" if private else block)
-        return IpInfo(ip, prefix, network, asn, org, country, city, lat, lon, private)
+        return IpInfo(ip, prefix, network, asn, org, country, city, lat, lon, private, anonymizer)
 
     def context(self, event: Event) -> Context | None:
         """The event's client context, or None when it carries none at all."""
@@ -183,8 +202,9 @@ class Enricher:
             info = self.ip_info(ip)
             ip, prefix, network, asn, as_org = info.ip, info.prefix, info.network, info.asn, info.as_org
             country, city, lat, lon, private = info.country, info.city, info.lat, info.lon, info.private
+            anonymizer = info.anonymizer
         else:
-            prefix = network = asn = as_org = country = city = lat = lon = None
+            prefix = network = asn = as_org = country = city = lat = lon = anonymizer = None
             private = False
         if event.asn is not None:                      # pre-enrichment wins
             asn = event.asn
@@ -198,10 +218,12 @@ class Enricher:
                 city = f"{country or '??'}/{geo.city}"
             if geo.lat is not None and geo.lon is not None:
                 lat, lon = geo.lat, geo.lon
+        if anonymizer is None and (asn is not None or as_org) and self.kinds:
+            anonymizer = self.kinds.of(asn, as_org)   # per-IP flags win over ASN / name rules
         keys = _ua_keys(user_agent)
         browser, os_key = keys if keys is not None else (None, None)
         return Context(ip, prefix, network, asn, as_org, country, city, lat, lon, private,
-                       device_id, user_agent, browser, os_key)
+                       device_id, user_agent, browser, os_key, anonymizer)
 
 
 @lru_cache(maxsize=65536)

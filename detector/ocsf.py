@@ -120,6 +120,7 @@ _SIGNALS: dict[str, list[tuple[str | None, str | None]]] = {
     "fanout_ip": [("ip", None)],
     "fanout_network": [("network", None)],
     "network_reputation": [("network", None)],
+    "anonymizing_network": [("network_kind", None), ("network", "networks")],
 }
 # native keys fully represented by to_ocsf(); every other key is copied to `unmapped`
 _MAPPED = frozenset({"alert_id", "kind", "user_id", "ts", "decided_ts", "severity", "status",

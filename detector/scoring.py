@@ -30,6 +30,7 @@ from .baseline import Baseline, DeviceEntry, hour_of
 from .contract import utc_iso
 from .enrich import Context
 from .geo import haversine_km
+from .netkind import RELAY_KINDS, physical_place
 from .population import Population
 from .session_context import STRONG, WEAK, ContextChange
 
@@ -172,6 +173,11 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if ctx.network is not None or ctx.country is not None:
         out.append(Term(_netloc_code(b, ctx),
                         lambda: _netloc_detail(ctx, summary(), net, loc), netloc))
+    if unfamiliar_anonymizer(b, ctx):
+        out.append(Term("anonymizing_network",
+                        f"{ctx.network}{f' ({ctx.as_org})' if ctx.as_org else ''} is a "
+                        f"{ctx.anonymizer} network this user never proved a sign-in from",
+                        weights["anonymizing_network"][ctx.anonymizer]))
     # --- device + user agent (a new phone changes both)
     dev = ua = 0.0
     known = b.device(ctx.device_id)
@@ -201,7 +207,8 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
             out.append(Term("unusual_hour" if hour > 0 else "usual_hour",
                             partial(_hour_detail, h, near, n_hours), hour))
     # --- travel speed since the last proven sign-in
-    if b.last_place is not None and ctx.lat is not None and ctx.lon is not None:
+    if b.last_place is not None and ctx.lat is not None and ctx.lon is not None \
+            and physical_place(ctx):
         last = b.last_place
         km = haversine_km(last.lat, last.lon, ctx.lat, ctx.lon)
         hours = max(abs(t - last.t) / 3600.0, 1 / 60)   # a decision may come after later proof
@@ -210,6 +217,12 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
                             f"{last.city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
                             f"{hours:.1f} h ({km / hours:,.0f} km/h)", weights["impossible_travel"]))
     return out
+
+
+def unfamiliar_anonymizer(b: Baseline, ctx: Context | None) -> bool:
+    """The context comes from a hosting / VPN / proxy / Tor network (detector/netkind.py)
+    that the user never proved a sign-in from (their own VPN, once learned, is familiar)."""
+    return ctx is not None and ctx.anonymizer is not None and not b.count("net0", ctx.network)
 
 
 def _hour_detail(h: int, near: int, n_hours: int) -> str:
@@ -264,7 +277,9 @@ def _devua_detail(ctx: Context, summary: dict, known: DeviceEntry | None, dev: f
             f"(device {dev:+.1f}, user agent {ua:+.1f})")
 
 
-def context_terms(sig: Signals, cfg: dict) -> list[Term]:
+def context_terms(sig: Signals, cfg: dict, relayed: bool = False) -> list[Term]:
+    """Terms besides history; ``relayed``: the context is a hosting / proxy / Tor network the
+    user never used, from which a phishing relay gets codes entered (AiTM)."""
     w = cfg["weights"]
     out: list[Term] = []
     fan_ip, fan_net = cfg["fanout_ip_users"], cfg["fanout_network_users"]
@@ -303,7 +318,11 @@ def context_terms(sig: Signals, cfg: dict) -> list[Term]:
         out.append(Term("context_unknown", "no IP, device or user agent known for the requester", 0.0))
     elif sig.ctx.private:
         out.append(Term("private_ip", f"{sig.ctx.ip} is private/reserved: no geolocation", 0.0))
-    if sig.verified is True:
+    if sig.verified is True and relayed:
+        out.append(Term("code_verified", "the code was entered, but from a "
+                        f"{sig.ctx.anonymizer} network the user never used: a phishing relay "
+                        "(AiTM) gets codes entered too", w["verified_via_relay"], True))
+    elif sig.verified is True:
         out.append(Term("code_verified", "the code was entered successfully", w["verified"], True))
     elif sig.verified is False:
         out.append(Term("code_not_entered",
@@ -328,9 +347,11 @@ def session_terms(sig: Signals, cfg: dict, out: list[Term]) -> None:
         out.append(Term("session_context_changed", change.detail,
                         w["session_context_changed"] * factor))
     level, detail = sig.trusted
-    if level:
+    if level and sig.verified is not True:
+        # the second factor passed from that very context shows the cookie's owner (a
+        # trip, a VPN): only a code left unentered counts, like unproven_session below
         out.append(Term("trusted_device_unfamiliar_context", detail,
-                        w["trusted_device_unfamiliar"]))
+                        w["trusted_device_unfamiliar"], True))
     if sig.pw_session is not None:
         opened, changed = sig.pw_session
         out.append(Term("session_predates_password_change",
@@ -351,7 +372,8 @@ def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict
     terms: list[Term] = []
     if sig.ctx is not None:
         terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg, sig.not_proof))
-    terms.extend(context_terms(sig, cfg))
+    relayed = unfamiliar_anonymizer(b, sig.ctx) and sig.ctx.anonymizer in RELAY_KINDS
+    terms.extend(context_terms(sig, cfg, relayed))
     if b.proven < cfg["learning_min_proven"]:
         terms.append(Term("learning_mode",
                           f"user has only {b.proven} proven sign-ins; history-based evidence is weak", 0.0))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from .baseline import Baseline
 from .enrich import Context
 from .geo import haversine_km
+from .netkind import physical_place
 
 STRONG, WEAK, FAMILIAR = 2, 1, 0          # ContextChange.level
 
@@ -53,7 +54,7 @@ def place_known(b: Baseline, ctx: Context) -> bool | None:
 def impossible_from_last(b: Baseline, ctx: Context, t: float, cfg: dict) -> float | None:
     """km/h from the last proven sign-in when that speed is impossible, else None."""
     last = b.last_place
-    if last is None or ctx.lat is None or ctx.lon is None:
+    if last is None or ctx.lat is None or ctx.lon is None or not physical_place(ctx):
         return None
     km = haversine_km(last.lat, last.lon, ctx.lat, ctx.lon)
     hours = max(abs(t - last.t) / 3600.0, 1 / 60)
@@ -149,7 +150,8 @@ def compare(b: Baseline, login: Context, req: Context, elapsed_s: float,
             km = haversine_km(login.lat, login.lon, req.lat, req.lon)
             place = km > cfg["same_place_km"]
             hours = max(elapsed_s / 3600.0, 1 / 60)
-            if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
+            if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"] \
+                    and physical_place(req) and physical_place(login):
                 speed = km / hours
         elif req.city is not None and login.city is not None:
             place = req.city != login.city

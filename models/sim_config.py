@@ -31,13 +31,14 @@ LEGIT_SHARES = {
     "trusted_trip": 0.01,           # trusted laptop signs in from a trip
     "ipv6_privacy": 0.01,           # new temporary IPv6 address within the same /64 or /56
     "vpn_toggle": 0.01,             # corporate VPN (the user's work network) on or off mid-session
+    "privacy_vpn": 0.01,            # consumer / self-hosted VPN on a datacenter network for a few days
 }
 # Scenario names of label rows (aitm_relay also writes aitm_relay_login: the relayed login
 # code, which the victim enters on the phishing page).
 PASSWORD_KNOWN = {"credential_stuffing", "targeted", "stealthy_local", "code_bombing",
                   "sensitive_change", "infostealer", "aitm_relay", "aitm_relay_login"}
 # Played by sim_lookalikes after everything else, not scheduled in the population draw.
-LOOKALIKES = ("network_switch", "trusted_trip", "ipv6_privacy", "vpn_toggle")
+LOOKALIKES = ("network_switch", "trusted_trip", "ipv6_privacy", "vpn_toggle", "privacy_vpn")
 SESSION_STOLEN = {"session_hijack", "infostealer", "aitm_relay", "aitm_relay_login"}
 
 

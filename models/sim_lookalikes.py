@@ -9,6 +9,10 @@ differs from its session's login context for an innocent reason.
   /64 (new privacy address) or the same delegated /56 (another home /64).
 * ``vpn_toggle``: the corporate VPN goes on or off mid-session; one side is the user's work
   network, which they signed in from before.
+* ``privacy_vpn``: a consumer VPN (75%) or a self-hosted VPN on a rented server turned on for
+  a few days; the user's own browser signs in through an exit in another city (20%: a
+  private window, no device id) and enters every code. The legitimate look-alike of an
+  AiTM relay's datacenter network.
 
 Played after every other scenario, from an RNG of its own and for users it picks itself
 (one episode per user): the older scenarios keep their events, ids and random streams.
@@ -229,6 +233,31 @@ class LookAlikes:
             login, later = (home, vpn) if rnd.random() < 0.5 else (vpn, home)   # VPN on / off
             session = self.sign_in(t, user, login, device)
             self.sensitive_codes(t + rnd.uniform(3, 40) * MINUTE, user, later, session, "vpn_toggle")
+
+    def privacy_vpn(self, share: float) -> None:
+        rnd = self.rnd
+        fits = lambda u: any(d.device_id for d in u.devices)                  # noqa: E731
+        for user, t in self.pick(share, lambda u: self.when(u) if fits(u) else None):
+            exits = [n for n in self.world.hosting if n.metro is not user.metro]
+            consumer = [n for n in exits if "VPN" in n.as_org]
+            net = rnd.choice(consumer if consumer and rnd.random() < 0.75 else exits)
+            device = rnd.choice([d for d in user.devices if d.device_id])
+            if device.kind == "phone":
+                device = self.phone(user, t) or device
+            private = rnd.random() < 0.2
+            for _ in range(rnd.randint(1, 4)):
+                ctx = Ctx(net.shared_ip(rnd), device.user_agent,
+                          None if private else device.device_id, net)
+                session = self.sink.session_id()
+                self.sink.event(t, "login", user.user_id, ctx, session_id=session, password_ok=True)
+                if private or not self.trusted_at(user, device, t) or rnd.random() < 0.3:
+                    self.entered(t + rnd.uniform(0.4, 3.0), user, ctx, session, "login", "privacy_vpn")
+                if rnd.random() < 0.15:
+                    self.sensitive_codes(t + rnd.uniform(2, 30) * MINUTE, user, ctx, session,
+                                         "privacy_vpn")
+                t += rnd.uniform(0.1, 1.5) * DAY
+                if t >= self.t_end - 0.5 * DAY:
+                    break
 
     def run(self) -> None:
         for name in LOOKALIKES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .detector.enrich import Enricher, default_city_db
+from .detector.netkind import NetworkKinds
 
 
 def build_enricher(settings: Mapping, geoip_db: str | None = None,
@@ -13,7 +14,9 @@ def build_enricher(settings: Mapping, geoip_db: str | None = None,
     """GeoIP enricher: explicit paths, else the configured ones, else DB-IP City Lite."""
     geo = settings["geoip"]
     city = geoip_db or geo["city_db"] or default_city_db()
-    return Enricher(city, asn_db or geo["asn_db"], geo["cache_size"])
+    return Enricher(city, asn_db or geo["asn_db"], geo["cache_size"],
+                    anonymous_ip_db=geo["anonymous_ip_db"],
+                    kinds=NetworkKinds.from_settings(geo["network_kinds"]))
 
 
 def load_learned(settings: Mapping):

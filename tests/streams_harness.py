@@ -21,7 +21,7 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.detector.contract import parse_event
 from straycode.detector.engine import Detector
-from straycode.detector.enrich import Enricher
+from straycode.components import build_enricher
 from straycode.settings import detector_settings, load_settings
 from straycode.streams.topics import expected_partition
 from straycode.streams.tables import decode_user
@@ -151,8 +151,7 @@ def stored_user(h: Harness, user: str):
 
 def detector_outputs(h: Harness, events: list[dict]) -> list:
     """What the batch detector (straycode replay's core) decides on the same events."""
-    geo = h.settings["geoip"]
-    det = Detector(detector_settings(h.settings), Enricher(geo["city_db"], geo["asn_db"]))
+    det = Detector(detector_settings(h.settings), build_enricher(h.settings))
     out = []
     for e in events:
         out += det.process(parse_event(e))

@@ -394,7 +394,13 @@ def test_look_alike_codes_come_from_the_users_own_other_context(base):
                 home = collections.Counter(metro[x["asn"]] for x in s["own"][code["user_id"]]).most_common(1)[0][0]
                 assert metro[code["asn"]] != home and kind[code["asn"]] in ("hotel", "broadband")
                 assert any(ts < login["ts"] and dev == login["device_id"] for ts, dev in s["trusted"][code["user_id"]])
-            if name != "trusted_trip":
+            elif name == "privacy_vpn":      # the whole session through a datacenter exit
+                assert kind[login["asn"]] == "hosting" and code["asn"] == login["asn"]
+                home = collections.Counter(metro[x["asn"]] for x in s["own"][code["user_id"]]
+                                           if x["asn"] in metro).most_common(1)[0][0]
+                exit_metro = next(n.metro for n in world.hosting if n.asn == login["asn"])
+                assert exit_metro != home                               # an exit elsewhere
+            if name not in ("trusted_trip", "privacy_vpn"):
                 assert code["ip"] != login["ip"], name
 
 
