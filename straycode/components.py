@@ -7,6 +7,7 @@ from typing import Mapping
 
 from .detector.enrich import Enricher, default_city_db
 from .detector.netkind import NetworkKinds
+from .settings import ConfigError
 
 
 def build_enricher(settings: Mapping, geoip_db: str | None = None,
@@ -14,9 +15,12 @@ def build_enricher(settings: Mapping, geoip_db: str | None = None,
     """GeoIP enricher: explicit paths, else the configured ones, else DB-IP City Lite."""
     geo = settings["geoip"]
     city = geoip_db or geo["city_db"] or default_city_db()
+    try:
+        kinds = NetworkKinds.from_settings(geo["network_kinds"])
+    except ValueError as exc:                  # a bad pattern: one line, exit 2
+        raise ConfigError(str(exc)) from None
     return Enricher(city, asn_db or geo["asn_db"], geo["cache_size"],
-                    anonymous_ip_db=geo["anonymous_ip_db"],
-                    kinds=NetworkKinds.from_settings(geo["network_kinds"]))
+                    anonymous_ip_db=geo["anonymous_ip_db"], kinds=kinds)
 
 
 def load_learned(settings: Mapping):

@@ -78,13 +78,17 @@ BAD_SETTINGS = [
     ("dispatch", {}, "hooks:\n  endpoints:\n    - {name: iam, url: http://127.0.0.1:9/, "
                      "actions: [lock_account], min_severity: severe}\n",
      ["hooks.endpoints[0].min_severity", "'severe'", "config file c.yaml"]),
+    ("replay", {}, "geoip:\n  network_kinds:\n    hosting_asns: []\n    hosting_orgs: ['(']\n"
+                   "    vpn_orgs: []\n",
+     ["geoip.network_kinds.hosting_orgs: bad pattern"]),
 ]
 
 
 @pytest.mark.parametrize("command, env, config, says", BAD_SETTINGS, ids=[
     "replay-abc", "worker-negative", "dispatch-severity-name", "demo-malformed-yaml",
     "simulate-unknown-key", "train-bare-prefix", "produce-format-xml", "tail-alerts-format-xml",
-    "hook-receiver-thresholds-unordered", "evaluate-warn-above-strong", "dispatch-endpoint-severity"])
+    "hook-receiver-thresholds-unordered", "evaluate-warn-above-strong", "dispatch-endpoint-severity",
+    "replay-network-kind-pattern"])
 def test_a_bad_setting_is_one_line_and_exit_2(files, command, env, config, says):
     args = args_for(command)
     if config is not None:
