@@ -22,7 +22,8 @@ from .contract import PURPOSES as CONTRACT_PURPOSES
 from .rules import FLOWS
 from .scoring import Term, Verdict, severity_of
 
-FEATURE_VERSION = "sc-features-2"     # 2: stolen-session reasons, the session_only flow
+FEATURE_VERSION = "sc-features-3"     # 2: stolen-session reasons, the session_only flow
+                                      # 3: anonymizing_network (hosting/VPN/proxy/Tor)
 
 # Reason codes whose log-odds weight is a feature (0.0 when the verdict has no such term).
 # Left out on purpose: `feedback_not_me` (it *is* the label when training on feedback),
@@ -37,7 +38,7 @@ TERM_CODES = (
     "sensitive_purpose", "orphan_code", "login_missing", "reset_flow",
     "code_verified", "code_not_entered", "failed_code_attempts",
     "session_context_changed", "trusted_device_unfamiliar_context",
-    "session_predates_password_change", "unproven_session",
+    "session_predates_password_change", "unproven_session", "anonymizing_network",
 )
 PURPOSES = tuple(sorted(CONTRACT_PURPOSES))
 CHANNELS = tuple(sorted(CONTRACT_CHANNELS))         # absent/unknown channel: all 0
