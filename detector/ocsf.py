@@ -93,6 +93,8 @@ _ATTACK = {
                     "TA0006", "Credential Access"),
     "stuffing": ("T1110", "Brute Force", "T1110.004", "Credential Stuffing", "TA0006",
                  "Credential Access"),
+    # sign-ins relayed through a rented server, a VPN or Tor (anonymizing_network)
+    "proxy": ("T1090", "Proxy", None, None, "TA0011", "Command and Control"),
 }
 _REASON_ATTACKS = {
     "session_context_changed": ("steal_cookie", "use_cookie"),
@@ -102,6 +104,7 @@ _REASON_ATTACKS = {
     "code_bombing": ("mfa_fatigue",),
     "fanout_ip": ("stuffing",),
     "fanout_network": ("stuffing",),
+    "anonymizing_network": ("proxy",),
 }
 
 # reason code -> [(key in the observed context, key in the baseline)] it is about; codes

@@ -127,8 +127,16 @@ def test_relayed_login_code_entered_from_a_datacenter_alerts(run_with):
     assert terms["code_verified"] == config()["weights"]["verified_via_relay"]
     assert record.alerted and record.flow == "password_verified"
     assert "notify_user" in record.actions
-    reason = next(r for r in run.alerts(code)[0].reasons if r["code"] == "anonymizing_network")
+    (alert,) = run.alerts(code)
+    reason = next(r for r in alert.reasons if r["code"] == "anonymizing_network")
     assert "hosting network this user never proved" in reason["detail"]
+    assert alert.observed["login"]["network_kind"] == "hosting"
+    import jsonschema
+    from straycode.detector.ocsf import schema, to_ocsf
+    finding = to_ocsf(alert.to_dict())
+    jsonschema.validate(finding, schema())
+    jsonschema.validate(alert.to_dict(), schema("alert.v1.json"))
+    assert "T1090" in {a["technique"]["uid"] for a in finding["finding_info"]["attacks"]}
 
 
 
