@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 
@@ -319,6 +320,11 @@ def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_pa
 
 
 # --------------------------------------------------------------------------- checkpoints
+def later(seconds: float):
+    """A monotonic clock `seconds` ahead (a checkpoint's interval has passed)."""
+    return lambda: time.monotonic() + seconds
+
+
 def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_path, geo_dbs):
     # between checkpoints the changed states stay in memory and their input is held (not
     # committable): a crash re-reads that input on the last checkpoint's state
@@ -337,7 +343,7 @@ def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_pat
                 await h.handled_all(agent, h.handled + 1)
             before = ([m.acked for m in msgs], stored_user(h, user),
                       h.commit_position(h.topic["logins"], p), len(h.sent["scores"]))
-            h.pipe.scoring.checkpoint.last -= 300        # the interval has passed
+            h.pipe.scoring.checkpoint.clock = later(300)   # the interval has passed
             await h.tick(agent, p)
             await h.handled_all(agent, h.handled + 1)
             return msgs, before
@@ -363,10 +369,10 @@ def test_network_view_is_written_once_per_key_per_checkpoint(tmp_path, geo_dbs):
             view = h.pipe.networks.view
             msgs = [await h.put(agent, h.topic["network_ops"], orjson.dumps(o), None, 1)
                     for o in ops]
-            await h.until(agent, lambda: len(h.pipe.counting.checkpoint.held) == 5,
+            await h.until(agent, lambda: h.pipe.counting.checkpoint.held_count == 5,
                           "five messages folded")
             before = (len(view), [m.acked for m in msgs])
-            h.pipe.counting.checkpoint.last -= 300
+            h.pipe.counting.checkpoint.clock = later(300)
             assert h.pipe.counting.overdue_partitions() == [1]
             await h.put(agent, h.topic["network_ops"], b"{}", None, 1)   # the timer's wake-up
             await h.until(agent, lambda: len(view) == 1, "the view written")
