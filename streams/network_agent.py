@@ -129,12 +129,10 @@ class NetworkAgent:
             set_current_event(self.checkpoint.anchor(p))     # the view's changelog partition
             for key in names:
                 self.view[key.encode()] = self.states[key].to_bytes()
-        if keys:
-            self.metrics.changelog.labels("network-view").inc(len(keys))
-            self.metrics.checkpoints.labels("network-view").inc()
         consumer = self.topic.app.consumer
         for event in self.checkpoint.written(keys):
             event.message.ack(consumer)
+        self.metrics.checkpointed("network-view", len(keys), self.checkpoint)
         self._trim()
         return len(keys)
 

@@ -156,12 +156,10 @@ class UserAgent:
             if det is not None:
                 set_current_event(self.checkpoint.anchor(p))   # table writes go by it
                 written += det.users.write(user_ids)
-        if written:
-            self.metrics.changelog.labels("users").inc(written)
-            self.metrics.checkpoints.labels("users").inc()
         consumer = self.app.consumer
         for event in self.checkpoint.written(keys):
             event.message.ack(consumer)
+        self.metrics.checkpointed("users", written, self.checkpoint)
 
     def admit(self, msg, outbox: list) -> Event | None:
         """Decode one input message; None when it went elsewhere (dead letter, re-keyed):
