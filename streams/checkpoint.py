@@ -10,9 +10,12 @@ Faust does not acknowledge them, and the worker's consumer commits nothing past 
 Every state in memory reflects only events whose outputs are already on the broker, so
 any batch end is a safe moment to write it. At each batch end the agent writes a slice:
 the states changed at least `interval_s` ago (so that repeated changes of a busy key
-coalesce into one write per interval), oldest first, at most `max_writes` of them; states
-changed more than two intervals ago are written whatever the bound (the slice keeps up
-under sustained load), and when `max_held` messages are held, everything is written.
+coalesce into one write per interval), oldest first, as many as spreads the writing of
+every unwritten state evenly over one interval (unwritten x time since the last slice /
+interval): a steady trickle instead of a burst of every changed key at once, which
+would stall the agent (and every event behind it) for as long. States changed more than
+two intervals ago are written whatever that bound (the slices keep up under sustained
+load), and when `max_held` messages are held, everything is written.
 
 Which messages may be acknowledged is tracked by **generation**: each batch is one; a
 changed key remembers the generation of its first unwritten change, and held messages are
@@ -27,6 +30,7 @@ each commit, `commit.interval.ms`, 30 s by default).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, NamedTuple
@@ -55,14 +59,13 @@ class Generation:
 class Checkpoint:
     """Changed keys not yet written, and the held input messages waiting for them."""
 
-    def __init__(self, interval_s: float, max_writes: int = 0, max_held: int = 100_000,
+    def __init__(self, interval_s: float, max_held: int = 100_000,
                  clock: Callable[[], float] = time.monotonic):
         self.interval_s = interval_s
-        self.max_writes = max_writes          # per slice; 0 = no bound
         self.max_held = max_held
         self.clock = clock
         self.generation = 0
-        self.now = clock()
+        self.now = self.sliced = clock()
         self.changes: dict[Dirty, Change] = {}        # oldest first change first
         self.held: dict[int, Generation] = {}         # generation -> its held messages
         self.held_count = 0
@@ -105,11 +108,12 @@ class Checkpoint:
         if self.interval_s <= 0 or self.held_count >= self.max_held:
             return list(self.changes)
         now = self.clock()
+        elapsed, self.sliced = min(now - self.sliced, self.interval_s), now
+        bound = math.ceil(len(self.changes) * elapsed / self.interval_s)
         eligible, overdue = now - self.interval_s, now - 2 * self.interval_s
         out = []
         for dirty, change in self.changes.items():
-            if change.since > eligible or (len(out) >= self.max_writes > 0
-                                           and change.since > overdue):
+            if change.since > eligible or (len(out) >= bound and change.since > overdue):
                 break
             out.append(dirty)
         return out
@@ -132,9 +136,6 @@ class Checkpoint:
             out += self.held.pop(generation).events
         self.held_count -= len(out)
         return out
-
-    def unwritten(self, partition: int) -> int:
-        return sum(1 for dirty in self.changes if dirty.partition == partition)
 
     def overdue(self) -> set[int]:
         """Partitions with a change unwritten for longer than the interval, or holding
@@ -185,5 +186,4 @@ def by_partition(keys: Iterable[Dirty]) -> dict[int, list]:
 
 def checkpoint_of(kcfg) -> Checkpoint:
     """The checkpoint an agent gets from the `kafka` settings."""
-    return Checkpoint(float(kcfg["checkpoint_interval_s"]),
-                      int(kcfg["checkpoint_max_writes_per_batch"]))
+    return Checkpoint(float(kcfg["checkpoint_interval_s"]))

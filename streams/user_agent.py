@@ -273,7 +273,9 @@ class UserAgent:
 
     def assign(self, partitions: set[int]) -> None:
         """After recovery: detectors for exactly the owned (and not stopped) partitions."""
-        for p in set(self.detectors) - partitions:
+        gone = set(self.detectors) - partitions
+        self.checkpoint.drop(gone)                 # their unwritten states go with them
+        for p in gone:
             del self.detectors[p]
         missing = partitions - set(self.detectors) - set(self.stopped)
         if missing:

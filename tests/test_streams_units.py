@@ -186,32 +186,49 @@ def test_checkpoint_acknowledges_a_message_only_once_every_state_it_changed_is_w
     assert names(ckpt.release()) == ["m4"]
 
 
-def test_checkpoint_slices_are_oldest_first_bounded_and_catch_up_with_old_changes():
+def test_checkpoint_slices_are_oldest_first_and_spread_over_the_interval():
     clock = FakeClock()
-    ckpt = Checkpoint(5.0, max_writes=2, clock=clock)
-    batch(ckpt, 0, ["a", "b"], "m1")
-    batch(ckpt, 1, ["c"], "m2")
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 0, [f"k{i}" for i in range(8)], "m1")
+    batch(ckpt, 1, ["x"], "m2")
     clock.t += 3
-    batch(ckpt, 0, ["d"], "m3")
+    batch(ckpt, 0, ["late"], "m3")
     clock.t += 1
     assert ckpt.slice() == []                          # nothing unwritten for 5 s yet
     assert ckpt.overdue() == set()
-    clock.t += 1.5                                     # a, b, c: 5.5 s; d: 2.5 s
+    clock.t += 1                                       # k0-k7, x: 5 s; late: 2 s
     assert ckpt.overdue() == {0, 1}
+    # one second since the last slice: a fifth of the 10 unwritten states, oldest first
     first = ckpt.slice()
-    assert first == [Dirty(0, "a"), Dirty(0, "b")]    # bounded, oldest first
-    assert names(ckpt.written(first)) == ["m1"]
-    assert ckpt.slice() == [Dirty(1, "c")]             # d is not due yet
-    assert names(ckpt.written([Dirty(1, "c")])) == ["m2"]
-    # behind by two intervals: everything that old is written whatever the bound
-    batch(ckpt, 2, ["e", "f", "g"], "m4")
-    clock.t += 10.5
-    assert ckpt.slice() == [Dirty(0, "d"), Dirty(2, "e"), Dirty(2, "f"), Dirty(2, "g")]
+    assert first == [Dirty(0, "k0"), Dirty(0, "k1")]
+    assert ckpt.written(first) == []                   # m1 waits for k2-k7
+    clock.t += 2.5                                     # half an interval: half of the 8 left
+    second = ckpt.slice()
+    assert second == [Dirty(0, f"k{i}") for i in range(2, 6)]
+    assert ckpt.written(second) == []
+    clock.t += 5                                       # a whole interval: all that are due
+    rest = ckpt.slice()
+    assert rest == [Dirty(0, "k6"), Dirty(0, "k7"), Dirty(1, "x"), Dirty(0, "late")]
+    assert names(ckpt.written(rest)) == ["m1", "m2", "m3"]
+
+
+def test_checkpoint_writes_changes_two_intervals_old_whatever_the_bound():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 0, [f"k{i}" for i in range(10)], "m1")
+    clock.t += 7
+    ckpt.sliced = clock.t - 0.01                       # a slice a moment ago
+    assert ckpt.slice() == [Dirty(0, "k0")]           # bound: 1
+    clock.t += 3.5
+    ckpt.sliced = clock.t - 0.01
+    keys = ckpt.slice()                                # 10.5 s old: all of them
+    assert keys == [Dirty(0, f"k{i}") for i in range(10)]
+    assert names(ckpt.written(keys)) == ["m1"]
 
 
 def test_checkpoint_coalesces_repeated_changes_into_one_write_per_interval():
     clock = FakeClock()
-    ckpt = Checkpoint(5.0, max_writes=10, clock=clock)
+    ckpt = Checkpoint(5.0, clock=clock)
     for i in range(4):                                 # a hot key, changed every second
         batch(ckpt, 0, ["hot"], f"m{i}")
         clock.t += 1
@@ -227,7 +244,7 @@ def test_checkpoint_coalesces_repeated_changes_into_one_write_per_interval():
 
 
 def test_checkpoint_interval_zero_writes_everything_every_batch():
-    ckpt = Checkpoint(0.0, max_writes=1, clock=FakeClock())
+    ckpt = Checkpoint(0.0, clock=FakeClock())
     batch(ckpt, 0, ["a", "b", "c"], "m1")
     keys = ckpt.slice()
     assert keys == [Dirty(0, "a"), Dirty(0, "b"), Dirty(0, "c")]
@@ -235,7 +252,7 @@ def test_checkpoint_interval_zero_writes_everything_every_batch():
 
 
 def test_checkpoint_writes_everything_when_too_many_messages_are_held():
-    ckpt = Checkpoint(5.0, max_writes=1, max_held=3, clock=FakeClock())
+    ckpt = Checkpoint(5.0, max_held=3, clock=FakeClock())
     batch(ckpt, 0, ["a"], "m1")
     batch(ckpt, 0, ["b"], "m2")
     assert ckpt.slice() == []
