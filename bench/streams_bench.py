@@ -178,6 +178,21 @@ def group_metric(workers: list[Worker], name: str) -> float:
     return sum(w.metric(name) for w in workers)
 
 
+def settled(workers: list[Worker], timeout: float = 60) -> None:
+    """Wait until the workers have written every changed state and acknowledged every held
+    message (checkpoints write a state some seconds after its change), so that the
+    changelog records counted are all the run caused."""
+    time.sleep(1.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (group_metric(workers, "straycode_unwritten_states") == 0
+                and group_metric(workers, "straycode_held_messages") == 0):
+            time.sleep(0.5)                  # the last records reach the broker
+            return
+        time.sleep(0.25)
+    raise TimeoutError("workers still hold unwritten states")
+
+
 _RUNS = 0
 
 
@@ -218,7 +233,7 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
                 cpu = sum(w.cpu_s() for w in group) - cpu0
                 written = {}
                 if command is WORKER:
-                    time.sleep(2.0)                  # the last state checkpoint of each worker
+                    settled(group)                   # every changed state written
                     for table in ("users", "network-view"):
                         written[table] = len(read_all(bootstrap, f"{app}-{table}-changelog"))
                 return Run((n - done0) / elapsed, 1000 * cpu / (n - done0), written)

@@ -23,6 +23,7 @@ from straycode.detector.enrich import Enricher
 from straycode.detector.population import Population
 from straycode.settings import detector_settings
 
+from .checkpoint import checkpoint_of
 from .clock import PartitionClock
 from .faust_compat import committed_offset
 from .metrics import Metrics, install_pages
@@ -61,7 +62,7 @@ class Pipeline:
                                  self.make_detector)
         self.counting = NetworkAgent(view, self.topics.network_ops, self.publisher,
                                      self.metrics, partitions, batch_max, within,
-                                     float(kcfg["checkpoint_interval_s"]))
+                                     checkpoint_of(kcfg))
         self.recovered = False
 
         self.user_agent = app.agent(self.topics.inputs, name="straycode-users",
@@ -132,6 +133,7 @@ class Pipeline:
                 "stopped": {p: why for p, why in sorted(scoring.stopped.items())},
                 "partitions": sorted(scoring.detectors),
                 "buffered": scoring.reorder.size,
-                "held": len(scoring.checkpoint.held),
+                "held": scoring.checkpoint.held_count,
+                "unwritten": len(scoring.checkpoint.changes),
                 "watermarks": {p: self.clock.watermark(p) for p in sorted(scoring.detectors)},
                 "uptime_s": round(time.time() - self.metrics.started, 1)}

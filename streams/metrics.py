@@ -53,9 +53,22 @@ class Metrics:
             "straycode_changelog_records", "table changelog records written (checkpoints)",
             ["table"], registry=r)
         self.checkpoints = Counter("straycode_checkpoints",
-                                   "state checkpoints (state written, input acknowledged)",
-                                   ["agent"], registry=r)
+                                   "checkpoint slices that wrote states", ["agent"], registry=r)
+        self.unwritten = Gauge("straycode_unwritten_states",
+                               "changed states not yet written to their table", ["table"],
+                               registry=r)
+        self.held = Gauge("straycode_held_messages",
+                          "input messages handled and held until their states are written",
+                          ["table"], registry=r)
         self.started = time.time()
+
+    def checkpointed(self, table: str, written: int, checkpoint) -> None:
+        """A checkpoint slice of `table` wrote `written` states."""
+        if written:
+            self.changelog.labels(table).inc(written)
+            self.checkpoints.labels(table).inc()
+        self.unwritten.labels(table).set(len(checkpoint.changes))
+        self.held.labels(table).set(checkpoint.held_count)
 
     def expose(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,8 +3,9 @@ folded by the owner of each network key (NetworkAgent) into the `network-view` G
 
 A key's owner is the worker that owns its network-ops partition: the only writer of that
 key, so counts of users handled by different workers add up. The owner keeps the states
-of its keys in memory and writes each changed key once per checkpoint (streams/checkpoint.py),
-not once per operation message: every view write is read by every worker (GlobalTable).
+of its keys in memory and writes a changed key at most once per checkpoint interval, a slice
+at each batch end (streams/checkpoint.py), not once per operation message: every view
+write is read by every worker (GlobalTable).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import orjson
 
 from straycode.detector.state import NetworkState, network_op_from_wire
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, by_partition
 from .faust_compat import set_current_event
 from .metrics import Metrics
 from .publisher import Publisher
@@ -62,10 +63,11 @@ class NetworkOpsShipper:
 
 class NetworkAgent:
     """Owner of network-ops partitions: folds every worker's operations on the keys of its
-    partitions into one NetworkState per key, written to the view at checkpoints."""
+    partitions into one NetworkState per key, written to the view by checkpoint slices: a
+    message of operations is acknowledged once every key it changed is written."""
 
     def __init__(self, view, topic, publisher: Publisher, metrics: Metrics, partitions: int,
-                 batch_max: int, batch_within_s: float, checkpoint_s: float,
+                 batch_max: int, batch_within_s: float, checkpoint: Checkpoint,
                  max_cached: int = 200_000):
         self.view = view
         self.topic = topic                      # network-ops (woken by an empty message)
@@ -74,17 +76,16 @@ class NetworkAgent:
         self.partitions = partitions
         self.batch_max = batch_max
         self.batch_within_s = batch_within_s
-        self.checkpoint = Checkpoint(checkpoint_s)
+        self.checkpoint = checkpoint
         self.states: dict[str, NetworkState] = {}        # owned keys, latest first-read order
-        self.dirty: dict[int, set[str]] = {}             # partition -> keys changed since
         self.max_cached = max_cached
 
     async def run(self, stream) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
+            self.checkpoint.next_generation()
             for event in events:
                 await self.fold(event)
-            if self.checkpoint.due():
-                self.write_checkpoint()
+            self.write_checkpoint()
 
     async def fold(self, event) -> None:
         msg = event.message
@@ -107,8 +108,7 @@ class NetworkAgent:
             for op in ops:
                 state.apply(op)
             self.states[key] = state
-        if decoded:
-            self.dirty.setdefault(msg.partition, set()).update(decoded)
+            self.checkpoint.changed(msg.partition, key)
         msg.incref()                      # acknowledged when its changes are written
         self.checkpoint.hold(event)
 
@@ -122,35 +122,45 @@ class NetworkAgent:
         return NetworkState.from_bytes(raw) if raw is not None else NetworkState()
 
     def write_checkpoint(self) -> int:
-        written = 0
-        for p, keys in self.dirty.items():
+        """Write a slice of the changed keys (oldest change first), then acknowledge the
+        messages whose keys are all written."""
+        keys = self.checkpoint.slice()
+        for p, names in by_partition(keys).items():
             set_current_event(self.checkpoint.anchor(p))     # the view's changelog partition
-            for key in keys:
+            for key in names:
                 self.view[key.encode()] = self.states[key].to_bytes()
-            written += len(keys)
-        self.dirty.clear()
-        self.metrics.changelog.labels("network-view").inc(written)
         consumer = self.topic.app.consumer
-        for event in self.checkpoint.take():
+        for event in self.checkpoint.written(keys):
             event.message.ack(consumer)
+        self.metrics.checkpointed("network-view", len(keys), self.checkpoint)
         self._trim()
-        return written
+        return len(keys)
 
     def _trim(self) -> None:
-        while len(self.states) > self.max_cached:
-            self.states.pop(next(iter(self.states)))
+        """Forget the oldest-read clean states past `max_cached` (an unwritten one stays:
+        the view does not have it yet)."""
+        excess = len(self.states) - self.max_cached
+        if excess <= 0:
+            return
+        dirty = {d.key for d in self.checkpoint.changes}
+        clean = []
+        for key in self.states:
+            if key not in dirty:
+                clean.append(key)
+                if len(clean) == excess:
+                    break
+        for key in clean:
+            del self.states[key]
 
     def overdue_partitions(self) -> list[int]:
         """Partitions holding changes for longer than the checkpoint interval: the timer
         wakes them with an empty message (the agent only runs when a message comes)."""
-        return sorted(self.checkpoint.anchors) if self.checkpoint.overdue() else []
+        return sorted(self.checkpoint.overdue())
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget owned keys of revoked network-ops partitions (their held messages are
         read again by the new owner, from the committed offset, on the written view)."""
         self.checkpoint.drop(partitions)
-        for p in partitions:
-            self.dirty.pop(p, None)
         for key in [k for k in self.states
                     if expected_partition(k.encode(), self.partitions) in partitions]:
             del self.states[key]

@@ -44,11 +44,12 @@ def decode_user(raw: bytes) -> tuple[int, UserState]:
 class UserStore(MutableMapping):
     """The `users` mapping of one partition's Detector.
 
-    Writes are buffered for a whole batch of events and applied by flush(), which the
-    agent calls only after the batch's alerts were acknowledged by the broker: a crash in
-    between re-delivers the batch to a state that has not seen it, so the alerts are
-    re-sent (same ids), never lost. A user touched by several events of a batch is
-    written once.
+    Changed states stay in `dirty` until the agent writes them (write(), at checkpoints,
+    streams/checkpoint.py), which it does only after the alerts of the events they reflect
+    were acknowledged by the broker: a crash in between re-delivers those events to a
+    state that has not seen them, so the alerts are re-sent (same ids), never lost. A user
+    changed several times before its write is written once. `fresh` lists the users that
+    became dirty since the agent last took it (take_fresh()).
 
     begin()/rollback() bracket one event: rollback() puts back the states that event
     read as they were before it (an event whose processing raised must not leave a
@@ -59,6 +60,7 @@ class UserStore(MutableMapping):
         self.table = table
         self.partition = partition
         self.dirty: dict[str, UserState] = {}
+        self.fresh: list[str] = []             # became dirty since take_fresh()
         # decoded states of recently active users: this store is the only writer of its
         # partition, so a cached object is always the latest (saves a decode per event)
         self.cache: dict[str, UserState] = {}
@@ -79,6 +81,8 @@ class UserStore(MutableMapping):
         return decode_user(raw)[1]
 
     def __setitem__(self, user_id: str, state: UserState) -> None:
+        if user_id not in self.dirty:
+            self.fresh.append(user_id)
         self.dirty[user_id] = state
 
     def __delitem__(self, user_id: str) -> None:
@@ -109,19 +113,28 @@ class UserStore(MutableMapping):
         self.undo.clear()
         return restored
 
-    def flush(self) -> int:
-        """Write buffered states to the table (the current Faust event must be one of this
-        partition's: the changelog partition and the RocksDB shard are taken from it)."""
-        n = len(self.dirty)
-        cache = self.cache
-        for user_id, state in self.dirty.items():
+    def take_fresh(self) -> list[str]:
+        """The users that became dirty since the last call (a user rolled back meanwhile
+        may be among them: writing it then writes nothing)."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def write(self, user_ids) -> int:
+        """Write these users' buffered states to the table (the current Faust event must
+        be one of this partition's: the changelog partition and the RocksDB shard are taken
+        from it); users without a buffered state are skipped. Returns the writes made."""
+        n = 0
+        cache, dirty = self.cache, self.dirty
+        for user_id in user_ids:
+            state = dirty.pop(user_id, None)
+            if state is None:
+                continue
             self.table[user_id.encode()] = encode_user(self.partition, state)
             cache.pop(user_id, None)
             cache[user_id] = state                      # most recent last
+            n += 1
         while len(cache) > self.cache_size:
             cache.pop(next(iter(cache)))
-        self.dirty.clear()
-        self.undo.clear()
         return n
 
 

@@ -1,5 +1,6 @@
 """The user agent: input messages (key = user_id) -> reorder buffer -> one Detector per
-input partition -> alerts / scores; state in the `users` table, written at checkpoints.
+input partition -> alerts / scores; state in the `users` table, written by incremental
+checkpoints (streams/checkpoint.py).
 
 No detection logic lives here (detector/), nor any Faust internals (faust_compat.py)."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ from straycode.detector.engine import Detector
 from straycode.detector.ocsf import render_alert
 from straycode.detector.timecheck import SKEW_REASON, TimeBounds
 
-from .checkpoint import Checkpoint
+from .checkpoint import by_partition, checkpoint_of
 from .clock import PartitionClock, ReorderBuffer
 from .faust_compat import set_current_event
 from .metrics import Metrics
@@ -53,7 +54,7 @@ class UserAgent:
         self.metrics = metrics
         self.make_detector = make_detector           # (partition, UserStore) -> Detector
         self.reorder = ReorderBuffer(int(kcfg["reorder_max_events"]))
-        self.checkpoint = Checkpoint(float(kcfg["checkpoint_interval_s"]))
+        self.checkpoint = checkpoint_of(kcfg)
         self.detectors: dict[int, Detector] = {}
         self.stopped: dict[int, str] = {}          # input partition -> why it was stopped
 
@@ -81,10 +82,11 @@ class UserAgent:
 
     async def handle_batch(self, events: list) -> None:
         """Admit the batch's messages to the reorder buffer, hand what the watermark has
-        passed to the detectors, publish; at a checkpoint write state, then acknowledge.
+        passed to the detectors, publish; then write a checkpoint slice and acknowledge
+        the held messages whose states are all written.
 
         A buffered message is acknowledged (made committable) only once it was handled and
-        the state it changed written: its reference count is raised when it is buffered,
+        every state it changed written: its reference count is raised when it is buffered,
         so the ack that Faust's take_events gives every message of a batch does not
         release it.
 
@@ -99,6 +101,7 @@ class UserAgent:
         woken: dict[int, object] = {}              # partition -> one of its events (or tick)
         read: dict[str, int] = {}                  # topic -> input messages in the batch
         self.networks.begin_batch()
+        self.checkpoint.next_generation()
         for event in events:
             msg = event.message
             if msg.partition in self.stopped:
@@ -129,31 +132,34 @@ class UserAgent:
             if msg.partition in failed:
                 msg.incref()                       # its dead letter / re-send did not go out
         self.metrics.reorder_size.set(self.reorder.size)
-        for event in handled:
-            if event.message.partition not in self.stopped:
-                self.checkpoint.hold(event)
+        checkpoint = self.checkpoint
         for p, event in woken.items():             # ticks change state too (codes decided)
             det = self.detectors.get(p)
-            if det is not None and det.users.dirty:
-                self.checkpoint.touch(event)
-        if self.checkpoint.due():
-            self.write_checkpoint()
+            if det is not None:
+                checkpoint.touch(event)
+                for user_id in det.users.take_fresh():
+                    checkpoint.changed(p, user_id)
+                self.metrics.watermark.labels(str(p)).set(max(det.watermark, 0))
+        for event in handled:
+            if event.message.partition not in self.stopped:
+                checkpoint.hold(event)
+        self.write_checkpoint()
 
     def write_checkpoint(self) -> None:
-        """Write every partition's changed user states (once per user), then acknowledge
-        the messages they reflect: their outputs are already on the broker."""
+        """Write a slice of the changed user states (checkpoint.slice(): oldest change
+        first, each user once), then acknowledge the messages whose states are all
+        written: their outputs are already on the broker."""
+        keys = self.checkpoint.slice()
         written = 0
-        for p, det in self.detectors.items():
-            anchor = self.checkpoint.anchor(p)
-            if anchor is not None and det.users.dirty:
-                set_current_event(anchor)          # table writes go by its partition
-                written += det.users.flush()
-            self.metrics.watermark.labels(str(p)).set(max(det.watermark, 0))
-        self.metrics.changelog.labels("users").inc(written)
-        self.metrics.checkpoints.labels("users").inc()
+        for p, user_ids in by_partition(keys).items():
+            det = self.detectors.get(p)
+            if det is not None:
+                set_current_event(self.checkpoint.anchor(p))   # table writes go by it
+                written += det.users.write(user_ids)
         consumer = self.app.consumer
-        for event in self.checkpoint.take():
+        for event in self.checkpoint.written(keys):
             event.message.ack(consumer)
+        self.metrics.checkpointed("users", written, self.checkpoint)
 
     def admit(self, msg, outbox: list) -> Event | None:
         """Decode one input message; None when it went elsewhere (dead letter, re-keyed):
@@ -267,7 +273,9 @@ class UserAgent:
 
     def assign(self, partitions: set[int]) -> None:
         """After recovery: detectors for exactly the owned (and not stopped) partitions."""
-        for p in set(self.detectors) - partitions:
+        gone = set(self.detectors) - partitions
+        self.checkpoint.drop(gone)                 # their unwritten states go with them
+        for p in gone:
             del self.detectors[p]
         missing = partitions - set(self.detectors) - set(self.stopped)
         if missing:
@@ -311,7 +319,7 @@ class UserAgent:
         """Timer: tick the partitions whose watermark moved without an event (a lagging
         topic caught up) or whose buffered events became due, and those holding state
         changes for longer than the checkpoint interval (the agent runs only on messages)."""
-        due = set(self.checkpoint.anchors) if self.checkpoint.overdue() else set()
+        due = self.checkpoint.overdue()
         for p, det in list(self.detectors.items()):
             watermark = self.clock.watermark(p)
             if p in due or watermark > det.watermark or self.reorder.due(p, watermark):

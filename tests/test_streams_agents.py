@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 
@@ -319,6 +320,11 @@ def test_events_read_out_of_order_across_topics_are_handled_in_event_time(tmp_pa
 
 
 # --------------------------------------------------------------------------- checkpoints
+def later(seconds: float):
+    """A monotonic clock `seconds` ahead (a checkpoint's interval has passed)."""
+    return lambda: time.monotonic() + seconds
+
+
 def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_path, geo_dbs):
     # between checkpoints the changed states stay in memory and their input is held (not
     # committable): a crash re-reads that input on the last checkpoint's state
@@ -337,7 +343,7 @@ def test_state_is_written_and_input_acknowledged_together_at_checkpoints(tmp_pat
                 await h.handled_all(agent, h.handled + 1)
             before = ([m.acked for m in msgs], stored_user(h, user),
                       h.commit_position(h.topic["logins"], p), len(h.sent["scores"]))
-            h.pipe.scoring.checkpoint.last -= 300        # the interval has passed
+            h.pipe.scoring.checkpoint.clock = later(300)   # the interval has passed
             await h.tick(agent, p)
             await h.handled_all(agent, h.handled + 1)
             return msgs, before
@@ -363,10 +369,10 @@ def test_network_view_is_written_once_per_key_per_checkpoint(tmp_path, geo_dbs):
             view = h.pipe.networks.view
             msgs = [await h.put(agent, h.topic["network_ops"], orjson.dumps(o), None, 1)
                     for o in ops]
-            await h.until(agent, lambda: len(h.pipe.counting.checkpoint.held) == 5,
+            await h.until(agent, lambda: h.pipe.counting.checkpoint.held_count == 5,
                           "five messages folded")
             before = (len(view), [m.acked for m in msgs])
-            h.pipe.counting.checkpoint.last -= 300
+            h.pipe.counting.checkpoint.clock = later(300)
             assert h.pipe.counting.overdue_partitions() == [1]
             await h.put(agent, h.topic["network_ops"], b"{}", None, 1)   # the timer's wake-up
             await h.until(agent, lambda: len(view) == 1, "the view written")
@@ -378,3 +384,48 @@ def test_network_view_is_written_once_per_key_per_checkpoint(tmp_path, geo_dbs):
     assert stored == apply_ops(NetworkState(), [op for o in ops
                                                 for op in o["ip:81.2.69.10"]]).to_bytes()
     assert h.sample("straycode_changelog_records_total", table="network-view") == 1
+
+
+def test_incremental_checkpoint_acknowledges_a_message_once_the_states_it_changed_are_written(
+        tmp_path, geo_dbs):
+    # two users of one partition changed 3 s apart: once the first user's change is due
+    # (5 s) it is written and the first message acknowledged; the second message waits for
+    # its own user's write
+    h = Harness(tmp_path, geo_dbs, STRAYCODE__KAFKA__CHECKPOINT_INTERVAL_S="5")
+    p = 3
+    early, late = user_on(p, "early"), user_on(p, "late")
+    now = [time.monotonic()]
+    ckpt = h.pipe.scoring.checkpoint
+    ckpt.clock = lambda: now[0]
+    ckpt.sliced = now[0]
+
+    def login(user, n):
+        return user_stream(user, n, days=1, attacked=False)[0]
+
+    async def run():
+        async with h.pipe.user_agent.test_context() as agent:
+            first = await h.put_event(agent, login(early, 1))
+            await h.handled_all(agent, 1)
+            now[0] += 3
+            second = await h.put_event(agent, login(late, 2))
+            await h.handled_all(agent, 2)
+            stages = [(first.acked, second.acked, stored_user(h, early), stored_user(h, late))]
+            now[0] += 2.5                  # early's change is 5.5 s old, late's 2.5 s
+            await h.tick(agent, p)
+            await h.handled_all(agent, 3)
+            stages.append((first.acked, second.acked, stored_user(h, early) is not None,
+                           stored_user(h, late), h.commit_position(h.topic["logins"], p)))
+            now[0] += 3
+            await h.tick(agent, p)
+            await h.handled_all(agent, 4)
+            stages.append((second.acked, stored_user(h, late) is not None,
+                           h.commit_position(h.topic["logins"], p)))
+            return stages
+
+    before, one_written, both_written = asyncio.run(run())
+    assert before == (False, False, None, None)
+    assert one_written == (True, False, True, None, 1)
+    assert both_written == (True, True, 2)
+    assert h.sample("straycode_changelog_records_total", table="users") == 2
+    assert h.sample("straycode_unwritten_states", table="users") == 0
+    assert h.sample("straycode_held_messages", table="users") == 0

@@ -54,5 +54,5 @@ def test_worker_alerts_match_replay(tansu, geo_dbs, tmp_path, split):
         assert got["flow"] == ref["flow"] == "password_verified"
         assert got["severity"] == ref["severity"]
         assert got["observed"]["login"]["city"] == ref["observed"]["login"]["city"]
-    assert f'straycode_alerts_total{{kind="created",severity=' in metrics
+    assert 'straycode_alerts_total{kind="created",severity=' in metrics
     assert "straycode_scoring_latency_seconds_count" in metrics

@@ -7,16 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from straycode.detector.contract import parse_event
-from straycode.detector.enrich import Enricher
-from straycode.detector.state import NetworkState
-from straycode.settings import ConfigError, detector_settings, load_settings
+from straycode.detector.state import NetworkState, UserState
+from straycode.settings import ConfigError, load_settings
 from straycode.streams.publisher import dead_letter_record
 from straycode.streams.topics import expected_partition
 from straycode.streams.clock import PartitionClock, ReorderBuffer
 from straycode.streams.connection import bootstrap_servers, client_kwargs, faust_credentials
-from straycode.streams.tables import NetworkStore, RecordingNetworkState, apply_ops
-from streams_events import T0, iso
+from straycode.streams.checkpoint import Checkpoint, Dirty
+from straycode.streams.tables import (NetworkStore, RecordingNetworkState, UserStore,
+                                      apply_ops, encode_user)
+from streams_events import T0
 
 TP = SimpleNamespace
 
@@ -139,6 +139,176 @@ def test_network_store_reads_own_writes_until_the_view_moves():
     assert store.get("ip:1.2.3.4").distinct_users(101, 3600) == 2      # view wins now
     with pytest.raises(TypeError):
         store["ip:9.9.9.9"] = NetworkState()
+
+
+# --------------------------------------------------------------------------- checkpoints
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def held(partition, name):
+    """A stand-in for a held Faust event (only its message's partition is read)."""
+    return SimpleNamespace(name=name, message=SimpleNamespace(partition=partition))
+
+
+def batch(ckpt, partition, keys, name=None):
+    """One batch: `keys` of `partition` changed, and (with a name) one message held."""
+    ckpt.next_generation()
+    for key in keys:
+        ckpt.changed(partition, key)
+    if name is not None:
+        event = held(partition, name)
+        ckpt.hold(event)
+        return event
+
+
+def names(events):
+    return [e.name for e in events]
+
+
+def test_checkpoint_acknowledges_a_message_only_once_every_state_it_changed_is_written():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 0, ["a", "b"], "m1")
+    batch(ckpt, 0, ["c"], "m2")
+    batch(ckpt, 1, [], "m3")              # changed nothing, but after m1 and m2's changes
+    assert ckpt.release() == [] and ckpt.held_count == 3
+    assert ckpt.written([Dirty(0, "a")]) == []           # m1 still waits for b
+    assert names(ckpt.written([Dirty(0, "b")])) == ["m1"]
+    assert ckpt.held_count == 2
+    assert names(ckpt.written([Dirty(0, "c")])) == ["m2", "m3"]
+    assert ckpt.held_count == 0 and not ckpt.changes
+    batch(ckpt, 1, [], "m4")                          # nothing unwritten: free at once
+    assert names(ckpt.release()) == ["m4"]
+
+
+def test_checkpoint_slices_are_oldest_first_and_spread_over_the_interval():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 0, [f"k{i}" for i in range(8)], "m1")
+    batch(ckpt, 1, ["x"], "m2")
+    clock.t += 3
+    batch(ckpt, 0, ["late"], "m3")
+    clock.t += 1
+    assert ckpt.slice() == []                          # nothing unwritten for 5 s yet
+    assert ckpt.overdue() == set()
+    clock.t += 1                                       # k0-k7, x: 5 s; late: 2 s
+    assert ckpt.overdue() == {0, 1}
+    # one second since the last slice: a fifth of the 10 unwritten states, oldest first
+    first = ckpt.slice()
+    assert first == [Dirty(0, "k0"), Dirty(0, "k1")]
+    assert ckpt.written(first) == []                   # m1 waits for k2-k7
+    clock.t += 2.5                                     # half an interval: half of the 8 left
+    second = ckpt.slice()
+    assert second == [Dirty(0, f"k{i}") for i in range(2, 6)]
+    assert ckpt.written(second) == []
+    clock.t += 5                                       # a whole interval: all that are due
+    rest = ckpt.slice()
+    assert rest == [Dirty(0, "k6"), Dirty(0, "k7"), Dirty(1, "x"), Dirty(0, "late")]
+    assert names(ckpt.written(rest)) == ["m1", "m2", "m3"]
+
+
+def test_checkpoint_writes_changes_two_intervals_old_whatever_the_bound():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 0, [f"k{i}" for i in range(10)], "m1")
+    clock.t += 7
+    ckpt.sliced = clock.t - 0.01                       # a slice a moment ago
+    assert ckpt.slice() == [Dirty(0, "k0")]           # bound: 1
+    clock.t += 3.5
+    ckpt.sliced = clock.t - 0.01
+    keys = ckpt.slice()                                # 10.5 s old: all of them
+    assert keys == [Dirty(0, f"k{i}") for i in range(10)]
+    assert names(ckpt.written(keys)) == ["m1"]
+
+
+def test_checkpoint_coalesces_repeated_changes_into_one_write_per_interval():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    for i in range(4):                                 # a hot key, changed every second
+        batch(ckpt, 0, ["hot"], f"m{i}")
+        clock.t += 1
+    assert ckpt.slice() == []                          # first change 4 s ago
+    clock.t += 1
+    assert ckpt.slice() == [Dirty(0, "hot")]           # one write for four changes
+    assert names(ckpt.written([Dirty(0, "hot")])) == ["m0", "m1", "m2", "m3"]
+    batch(ckpt, 0, ["hot"], "m4")                      # changed again: a new interval
+    clock.t += 4.9
+    assert ckpt.slice() == [] and ckpt.release() == []
+    clock.t += 0.1
+    assert ckpt.slice() == [Dirty(0, "hot")]
+
+
+def test_checkpoint_interval_zero_writes_everything_every_batch():
+    ckpt = Checkpoint(0.0, clock=FakeClock())
+    batch(ckpt, 0, ["a", "b", "c"], "m1")
+    keys = ckpt.slice()
+    assert keys == [Dirty(0, "a"), Dirty(0, "b"), Dirty(0, "c")]
+    assert names(ckpt.written(keys)) == ["m1"]
+
+
+def test_checkpoint_writes_everything_when_too_many_messages_are_held():
+    ckpt = Checkpoint(5.0, max_held=3, clock=FakeClock())
+    batch(ckpt, 0, ["a"], "m1")
+    batch(ckpt, 0, ["b"], "m2")
+    assert ckpt.slice() == []
+    batch(ckpt, 0, ["c"], "m3")
+    assert ckpt.slice() == [Dirty(0, "a"), Dirty(0, "b"), Dirty(0, "c")]
+
+
+def test_checkpoint_drops_revoked_partitions_and_frees_what_waited_on_them():
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 1, ["a"], "p1-first")
+    ckpt.hold(held(2, "p2-first"))                    # same batch, another partition
+    batch(ckpt, 2, ["b"], "p2-second")
+    ckpt.touch(held(1, "tick"))
+    assert ckpt.anchor(1).name == "tick"
+    assert ckpt.drop({1}) == 1                         # p1-first: read again by the new owner
+    assert ckpt.anchor(1) is None and list(ckpt.changes) == [Dirty(2, "b")]
+    # p2-first waited only on p1's key, which is gone: free at the next release
+    assert names(ckpt.release()) == ["p2-first"]
+    clock.t += 5
+    assert ckpt.overdue() == {2}
+    assert ckpt.drop({2}) == 1 and ckpt.held_count == 0 and not ckpt.held
+    assert ckpt.release() == [] and ckpt.overdue() == set()
+
+
+def test_checkpoint_wakes_a_partition_whose_messages_could_be_acknowledged():
+    # messages freed by a drop (no unwritten key holds them back) on a quiet input: the
+    # timer must still wake their partition, or they would stay held
+    clock = FakeClock()
+    ckpt = Checkpoint(5.0, clock=clock)
+    batch(ckpt, 1, ["a"], "p1")
+    ckpt.hold(held(3, "p3"))
+    ckpt.drop({1})
+    assert ckpt.overdue() == set()                     # held for less than the interval
+    clock.t += 5
+    assert ckpt.overdue() == {3}
+
+
+def test_user_store_writes_the_users_asked_for_and_lists_fresh_changes():
+    table: dict = {}
+    store = UserStore(table, 2)
+    states = {u: UserState() for u in ("alice", "bob", "carol")}
+    for user, state in states.items():
+        store[user] = state
+    store["alice"] = states["alice"]                   # dirty already: not fresh again
+    assert store.take_fresh() == ["alice", "bob", "carol"] and store.take_fresh() == []
+    store.begin()
+    store["dave"] = UserState()
+    assert store.rollback() == []                      # never read: nothing put back
+    store.begin()
+    _ = store["carol"]
+    store.dirty.pop("carol")                           # as a rollback of a new user does
+    assert store.write(["bob", "carol", "erin"]) == 1  # only bob had a buffered state
+    assert table == {b"bob": encode_user(2, states["bob"])}
+    assert set(store.dirty) == {"alice", "dave"} and store.cache == {"bob": states["bob"]}
+    assert store["bob"] is states["bob"]               # read back from the cache
 
 
 def test_dead_letter_record_keeps_where_and_what():
