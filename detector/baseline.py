@@ -40,21 +40,42 @@ class FeatureEntry:
 @dataclass(slots=True)
 class DeviceEntry:
     """A device id the user used: `count` proven sign-ins on it, trusted (registered, or a
-    trusted-device login), and the browser it was last seen with."""
+    trusted-device login), when it was last registered as trusted (None: before states
+    kept it), and the browser it was last seen with."""
     first_seen: int
     last_seen: int
     count: int = 0
     trusted: bool = False
     browser: str | None = None
+    trusted_at: int | None = None
 
+    def trust_valid(self, t: float, pw_changed: int, cfg: dict) -> bool:
+        """Is the platform's "remember this device" cookie still in force at `t`? It lasts
+        ``trust_ttl_s`` from its registration (null: for ever) and ends at a password change
+        (``trust_ends_at_password_change``), as the platform's own does. A device whose
+        registration time is unknown (older state) counts as trusted."""
+        if not self.trusted:
+            return False
+        at = self.trusted_at
+        if at is None:
+            return True
+        ttl = cfg.get("trust_ttl_s")
+        if ttl and t - at > ttl:
+            return False
+        return not (cfg.get("trust_ends_at_password_change") and at < pw_changed <= t)
+
+    # layout 2 appends `trusted_at`; an entry without one is written in layout 1 (5 fields)
     def to_wire(self) -> list:
-        return [self.first_seen, self.last_seen, self.count, int(self.trusted), self.browser]
+        values = [self.first_seen, self.last_seen, self.count, int(self.trusted), self.browser]
+        if self.trusted_at is not None:
+            values.append(self.trusted_at)
+        return values
 
     @classmethod
     def from_wire(cls, values: list) -> "DeviceEntry":
-        first_seen, last_seen, count, trusted, browser = values
+        first_seen, last_seen, count, trusted, browser, *rest = values
         return cls(first_seen=first_seen, last_seen=last_seen, count=count,
-                   trusted=bool(trusted), browser=browser)
+                   trusted=bool(trusted), browser=browser, trusted_at=rest[0] if rest else None)
 
 
 class Place(NamedTuple):
@@ -100,6 +121,11 @@ class Baseline:
 
     def device(self, device_id: str | None) -> DeviceEntry | None:
         return self.devices.get(device_id) if device_id else None
+
+    def trusted_now(self, device_id: str | None, t: float, cfg: dict) -> bool:
+        """Does `device_id` present a trusted-device cookie still in force at `t`?"""
+        entry = self.device(device_id)
+        return entry is not None and entry.trust_valid(t, self.pw_changed, cfg)
 
     def trusted_devices(self) -> int:
         return sum(1 for d in self.devices.values() if d.trusted)
@@ -169,6 +195,7 @@ class Baseline:
             entry.count += 1
         if trusted:
             entry.trusted = True
+            entry.trusted_at = t if entry.trusted_at is None else max(entry.trusted_at, t)
         if browser_key:
             entry.browser = browser_key
         if len(self.devices) > cfg["max_devices"]:

@@ -197,8 +197,8 @@ class Detector:
         if session is None:
             return False
         if session.state is SessionState.HELD:
-            known = state.baseline.device(session.ctx.device_id if session.ctx else None)
-            if known is None or not known.trusted:
+            if not state.baseline.trusted_now(session.ctx.device_id if session.ctx else None,
+                                              session.t, self.cfg):
                 return False        # held as a possible relay: its own proof does not count
         elif session.state is not SessionState.LOGGED_IN:
             return False            # already learned, disowned, or its login has not arrived
@@ -237,8 +237,7 @@ class Detector:
         state.add_session(event.session_id, t, event.password_ok, ctx.stored() if ctx else None,
                           self._session_ttl, self._session_memory)
         self._observe_networks(ctx, event.user_id, t, login_ok=event.password_ok)
-        known = state.baseline.device(event.device_id)
-        if event.password_ok and known is not None and known.trusted:
+        if event.password_ok and state.baseline.trusted_now(event.device_id, event.t, self.cfg):
             # a trusted-device cookie is proof the user was here before, unless it shows up
             # on a network the user never proved: then it waits for corroboration
             level, _ = trusted_unfamiliar(state.baseline, ctx, event.t, self.cfg)
@@ -506,8 +505,8 @@ class Detector:
         if session.t < b.pw_changed <= t:
             sig.pw_session = (session.t, b.pw_changed)
         if session.state is SessionState.HELD:
-            known = b.device(login_ctx.device_id if login_ctx else None)
-            sig.held_entered = known is None or not known.trusted
+            sig.held_entered = not b.trusted_now(login_ctx.device_id if login_ctx else None,
+                                                 session.t, cfg)
         stolen = change is not None and change.level >= STRONG
         # a session older than the password change, or a trusted cookie on a network the user
         # never proved (infostealers buy residential proxies in the victim's own city), proves

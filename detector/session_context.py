@@ -69,8 +69,7 @@ def trusted_unfamiliar(b: Baseline, ctx: Context | None, t: float, cfg: dict) ->
     0 = not a trusted device, or a context the user proved (or too little to tell)."""
     if ctx is None or ctx.device_id is None:
         return 0, ""
-    device = b.device(ctx.device_id)
-    if device is None or not device.trusted:
+    if not b.trusted_now(ctx.device_id, t, cfg):
         return 0, ""
     net, place = network_known(b, ctx), place_known(b, ctx)
     if net and place:
