@@ -29,10 +29,9 @@ from typing import Callable
 from .baseline import Baseline, DeviceEntry, hour_of
 from .contract import utc_iso
 from .enrich import Context
-from .geo import haversine_km
-from .netkind import RELAY_KINDS, physical_place
+from .netkind import RELAY_KINDS
 from .population import Population
-from .session_context import STRONG, WEAK, ContextChange
+from .session_context import STRONG, WEAK, ContextChange, impossible_from_last
 
 DEVICE_GLOBAL_P = 1e-4            # a device id belongs to one user: globally rare by design
 SENSITIVE = frozenset({"security_settings", "payment"})
@@ -207,15 +206,12 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
             out.append(Term("unusual_hour" if hour > 0 else "usual_hour",
                             partial(_hour_detail, h, near, n_hours), hour))
     # --- travel speed since the last proven sign-in
-    if b.last_place is not None and ctx.lat is not None and ctx.lon is not None \
-            and physical_place(ctx):
-        last = b.last_place
-        km = haversine_km(last.lat, last.lon, ctx.lat, ctx.lon)
-        hours = max(abs(t - last.t) / 3600.0, 1 / 60)   # a decision may come after later proof
-        if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
-            out.append(Term("impossible_travel",
-                            f"{last.city or 'last place'} -> {ctx.city or ctx.country}: {km:,.0f} km in "
-                            f"{hours:.1f} h ({km / hours:,.0f} km/h)", weights["impossible_travel"]))
+    trip = impossible_from_last(b, ctx, t, cfg)
+    if trip is not None:
+        out.append(Term("impossible_travel",
+                        f"{b.last_place.city or 'last place'} -> {ctx.city or ctx.country}: "
+                        f"{trip.km:,.0f} km in {trip.hours:.1f} h ({trip.speed:,.0f} km/h)",
+                        weights["impossible_travel"]))
     return out
 
 

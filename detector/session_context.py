@@ -26,6 +26,7 @@ cannot copy is *where they are*. So:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .baseline import Baseline
 from .enrich import Context
@@ -51,15 +52,26 @@ def place_known(b: Baseline, ctx: Context) -> bool | None:
     return None
 
 
-def impossible_from_last(b: Baseline, ctx: Context, t: float, cfg: dict) -> float | None:
-    """km/h from the last proven sign-in when that speed is impossible, else None."""
+class Trip(NamedTuple):
+    """From the last proven sign-in to a context: distance and elapsed time."""
+    km: float
+    hours: float
+
+    @property
+    def speed(self) -> float:
+        return self.km / self.hours
+
+
+def impossible_from_last(b: Baseline, ctx: Context, t: float, cfg: dict) -> Trip | None:
+    """The trip from the last proven sign-in when its speed is impossible, else None (the
+    one impossible-travel rule of history terms and trusted-cookie checks)."""
     last = b.last_place
     if last is None or ctx.lat is None or ctx.lon is None or not physical_place(ctx):
         return None
     km = haversine_km(last.lat, last.lon, ctx.lat, ctx.lon)
-    hours = max(abs(t - last.t) / 3600.0, 1 / 60)
+    hours = max(abs(t - last.t) / 3600.0, 1 / 60)   # a decision may come after later proof
     if km >= cfg["impossible_travel_min_km"] and km / hours >= cfg["impossible_travel_kmh"]:
-        return km / hours
+        return Trip(km, hours)
     return None
 
 
@@ -74,10 +86,10 @@ def trusted_unfamiliar(b: Baseline, ctx: Context | None, t: float, cfg: dict) ->
     net, place = network_known(b, ctx), place_known(b, ctx)
     if net and place:
         return 0, ""                 # a network and a place the user proved (a VPN exit too)
-    speed = impossible_from_last(b, ctx, t, cfg)
+    trip = impossible_from_last(b, ctx, t, cfg)
     where = f"{ctx.network or 'unknown network'} in {_where(ctx)}"
-    if speed is not None:
-        return STRONG, (f"trusted device {ctx.device_id} from {where}: {speed:,.0f} km/h from "
+    if trip is not None:
+        return STRONG, (f"trusted device {ctx.device_id} from {where}: {trip.speed:,.0f} km/h from "
                         f"the last proven sign-in ({b.last_place.city or 'last place'})")
     if net is False and place is False:
         return STRONG, f"trusted device {ctx.device_id} from {where}: network and place never proven"
