@@ -146,9 +146,12 @@ def _combine(terms: list[float]) -> float:
 
 
 def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict,
-                  not_proof: int = 0) -> list[Term]:
+                  not_proof: int = 0, relayed: bool = False) -> list[Term]:
     """History terms of one context; ``not_proof`` >= 1 keeps the device/browser term from
-    going below 0 (a copied cookie is no proof), 2 also the network/place term."""
+    going below 0 (a copied cookie is no proof), 2 also the network/place term. ``relayed``
+    (a hosting / proxy / Tor network the user never used): the user agent is no proof either,
+    as a phishing relay forwards the victim's own; a known device cookie still is (the real
+    site's cookies never reach a phishing domain)."""
     alpha = cfg["smoothing_alpha"]
     local, on_device = cfg["local_attacker_share"], cfg["device_attacker_share"]
     weights = cfg["weights"]
@@ -189,6 +192,8 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         dev = _clip(_mixture(_LOG_DEVICE_GLOBAL_P - math.log(p_user), on_device), lo, hi)
     if ctx.os is not None:
         ua = _clip(_mixture(_family_llr(b, pop, "ua", ctx.os, ctx.browser, alpha), local), lo, hi)
+        if relayed:
+            ua = max(ua, 0.0)
     devua = max(_combine([dev, ua]), math.log(on_device if known else local))
     if not_proof >= 1:
         devua = max(devua, 0.0)
@@ -219,6 +224,14 @@ def unfamiliar_anonymizer(b: Baseline, ctx: Context | None) -> bool:
     """The context comes from a hosting / VPN / proxy / Tor network (detector/netkind.py)
     that the user never proved a sign-in from (their own VPN, once learned, is familiar)."""
     return ctx is not None and ctx.anonymizer is not None and not b.count("net0", ctx.network)
+
+
+def relayed_context(b: Baseline, ctx: Context | None) -> bool:
+    """A phishing relay (AiTM) could stand behind this context: a hosting / proxy / Tor
+    network the user never used, and no device cookie of the user's (the real site's cookies
+    never reach a phishing domain, so a relay cannot present one)."""
+    return (unfamiliar_anonymizer(b, ctx) and ctx.anonymizer in RELAY_KINDS
+            and b.device(ctx.device_id) is None)
 
 
 def _hour_detail(h: int, near: int, n_hours: int) -> str:
@@ -366,9 +379,9 @@ def session_terms(sig: Signals, cfg: dict, out: list[Term]) -> None:
 def score_code(b: Baseline, pop: Population, sig: Signals, cfg: dict) -> Verdict:
     """Score one code request. Pure: same inputs, same verdict."""
     terms: list[Term] = []
+    relayed = relayed_context(b, sig.ctx)
     if sig.ctx is not None:
-        terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg, sig.not_proof))
-    relayed = unfamiliar_anonymizer(b, sig.ctx) and sig.ctx.anonymizer in RELAY_KINDS
+        terms.extend(history_terms(b, pop, sig.ctx, sig.t, cfg, sig.not_proof, relayed))
     terms.extend(context_terms(sig, cfg, relayed))
     if b.proven < cfg["learning_min_proven"]:
         terms.append(Term("learning_mode",

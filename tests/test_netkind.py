@@ -191,3 +191,35 @@ def test_trusted_cookie_from_a_new_context_counts_only_when_its_code_is_left(run
     record = run.score(code_left)
     assert record.alerted and "force_password_reset" in record.actions
     assert not set(run.score(code_entered).actions) & PASSWORD_ACTIONS
+
+
+def test_a_relay_forwards_the_victims_user_agent_so_it_is_no_proof_there(run_with):
+    """An AiTM kit forwards the victim's own browser string with a fresh cookie jar. At home a
+    fresh cookie with the user's familiar browser weighs less than one with a strange browser
+    (cookie clearing); from a datacenter the user never used, the familiar browser string
+    earns nothing: the fresh cookie weighs what it weighs with no browser credit."""
+    run = run_with()
+    codes = {}
+    for user, ip in (("alice", HOME), ("carol", HOSTED)):
+        t = run.history(user, ip=HOME, device="dev-1", ua=UA_WIN) + 9 * HOUR
+        for n, ua in enumerate((UA_WIN, UA_LINUX)):
+            at = t + n * DAY
+            session = run.login(at, user, ip, device=f"fresh-{n}", ua=ua)
+            codes[user, ua] = run.code(at + 2, user, session)
+    run.flush()
+    term = {key: run.terms(code)["new_device"] for key, code in codes.items()}
+    assert term["alice", UA_WIN] < term["alice", UA_LINUX]          # at home: familiar helps
+    assert term["carol", UA_WIN] >= term["alice", UA_WIN] + 0.5      # relayed: it does not
+    assert term["carol", UA_WIN] > 0
+
+
+def test_the_users_own_cookie_through_a_datacenter_is_no_relay(run_with):
+    """The real site's cookies never reach a phishing domain: a known device id of the user's
+    on a rented server is the user's own VPN, so the entered code counts in full."""
+    run = run_with()
+    code = run.sign_in(alice(run), "alice", HOSTED, device="dev-1", ua=UA_WIN)
+    run.flush()
+    terms = run.terms(code)
+    assert terms["anonymizing_network"] > 0
+    assert terms["code_verified"] == config()["weights"]["verified"]
+    assert not run.score(code).alerted
