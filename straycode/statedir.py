@@ -215,22 +215,22 @@ def read_core(manifest: dict) -> dict:
     return orjson.loads(data)
 
 
+def _fill(store, records, decode) -> None:
+    """Saved (key, encoded state) records into an empty store: a DiskStore takes the bytes
+    as they are, an in-memory store the decoded state."""
+    if isinstance(store, DiskStore):
+        for key, raw in records:
+            store.put_raw(key, raw)
+    else:
+        for key, raw in records:
+            store[key] = decode(raw)
+
+
 def restore(detector: Detector, manifest: dict) -> None:
     """Load a saved state into a fresh detector (its stores empty): users, networks,
     population, clock, timers and counters."""
-    users, networks = detector.users, detector.networks
-    if isinstance(users, DiskStore):
-        for key, raw in iter_records(manifest, USERS):
-            users.put_raw(key, raw)
-    else:
-        for key, raw in iter_records(manifest, USERS):
-            users[key] = UserState.from_bytes(raw)
-    if isinstance(networks, DiskStore):
-        for key, raw in iter_records(manifest, NETWORKS):
-            networks.put_raw(key, raw)
-    else:
-        for key, raw in iter_records(manifest, NETWORKS):
-            networks[key] = NetworkState.from_bytes(raw)
+    _fill(detector.users, iter_records(manifest, USERS), UserState.from_bytes)
+    _fill(detector.networks, iter_records(manifest, NETWORKS), NetworkState.from_bytes)
     detector.population = population_from_bytes(read_blob(manifest, POPULATION))
     detector.restore_core(read_core(manifest))
 

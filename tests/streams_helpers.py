@@ -178,6 +178,26 @@ def replay_alerts(tmp: Path, events_file: Path, env: dict) -> tuple[list[dict], 
     return read(alerts), read(scores)
 
 
+def stream_and_read(broker, env: dict, tmp: Path, events: list, closing: list, *,
+                    scores: int, alerts: int, split: bool = True,
+                    ordered: bool = True) -> tuple[dict, list[dict], list[dict]]:
+    """Publish `events`, then (once every record of them is written) the `closing` traffic:
+    a watermark cannot wait for records that no producer has written yet. Then read back at
+    least `scores` score and `alerts` alert records. Returns (sent per topic, scores, alerts)."""
+    from straycode.streams.produce_cli import publish
+
+    kcfg = settings_for(env)["kafka"]
+    sent = publish(kcfg, str(write_jsonl(tmp / "main.jsonl", events)), split=split,
+                   ordered=ordered)
+    sent_later = publish(kcfg, str(write_jsonl(tmp / "later.jsonl", closing)), split=split)
+    assert sum(sent.values()) + sum(sent_later.values()) == len(events) + len(closing)
+    got_scores = values(read_topic(broker, kcfg["topics"]["scores"],
+                                   lambda r: len(r) >= scores, timeout=90))
+    got_alerts = values(read_topic(broker, kcfg["topics"]["alerts"],
+                                   lambda r: len(r) >= alerts, timeout=10))
+    return sent, got_scores, got_alerts
+
+
 __all__ = ["T0", "DAY"]
 
 

@@ -18,12 +18,11 @@ import pytest
 import yaml
 
 from alert_factory import make_alert
-from hook_server import DripServer, FakeClock, HookServer, Reply, free_port
+from hook_server import DripServer, FakeClock, Reply, free_port
 from hooks_helpers import SECRET_ENV, dead_letters, hook_settings, iam, schedule
 from straycode import cli
 from straycode.hooks import Dispatcher
-from straycode.hooks.outbox import DEAD, DELIVERED, PENDING
-from straycode.hooks.signing import message_id
+from straycode.hooks.outbox import DELIVERED, PENDING
 from straycode.settings import load_settings
 
 DAY = 24 * 3600

@@ -17,7 +17,7 @@ from straycode.detector.learned import (FEATURE_NAMES, FEATURE_VERSION, ModelErr
                                         features)
 from straycode.detector.scoring import Term, Verdict
 from straycode.models.features import (feature_frame, feature_frame_rowwise, feedback_labels,
-                                       join_labels, load_score_records)
+                                       load_score_records)
 from straycode.models.learned import card_path, load_scorer, save_model, time_split, train_model
 from straycode.models.evaluate_cli import with_model
 

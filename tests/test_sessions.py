@@ -33,6 +33,20 @@ def baseline(run: Run):
     return run.det.users["alice"].baseline
 
 
+def moved_code(run: Run, t: float, session: str, ip: str, *, device: str = "dev-1",
+               ua: str = UA_WIN, purpose: str = "security_settings") -> str:
+    """A code 20 minutes into alice's `session`, requested from its own context (`ip`)."""
+    return run.code(t + 20 * MIN, "alice", session, purpose=purpose, ip=ip, device_id=device,
+                    user_agent=ua)
+
+
+def assert_quiet_session(run: Run, code: str) -> None:
+    """No alert, the password flow, and no weight for a change of context in the session."""
+    record = run.score(code)
+    assert not record.alerted and record.flow == "password_verified"
+    assert run.terms(code).get("session_context_changed", 0.0) == 0.0
+
+
 # ---------------------------------------------------------------------- 1. stolen session
 def test_hijacked_session_code_revokes_sessions_and_never_resets(new_run):
     run = new_run()
@@ -116,20 +130,16 @@ def test_wifi_to_known_carrier_does_not_alert(new_run, carrier):
     session = run.login(t, "alice", HOME, device="phone-1", ua=UA_IPHONE)
     run.code(t + 5, "alice", session)
     run.verify(t + 30, "alice", session)
-    code = run.code(t + 20 * MIN, "alice", session, purpose="security_settings", ip=carrier,
-                    device_id="phone-1", user_agent=UA_IPHONE)
+    code = moved_code(run, t, session, carrier, device="phone-1", ua=UA_IPHONE)
     run.flush()                                                 # not even entered
-    record = run.score(code)
-    assert not record.alerted and record.flow == "password_verified"
-    assert run.terms(code).get("session_context_changed", 0.0) == 0.0
+    assert_quiet_session(run, code)
 
 
 def test_wifi_to_a_carrier_never_used_in_the_same_city_stays_below_alert(new_run):
     run = new_run()
     t = alice(run)
     session = run.login(t, "alice", HOME, device="dev-1")
-    code = run.code(t + 20 * MIN, "alice", session, purpose="payment", ip=MOBILE,
-                    device_id="dev-1", user_agent=UA_WIN)
+    code = moved_code(run, t, session, MOBILE, purpose="payment")
     run.flush()
     record = run.score(code)
     terms = run.terms(code)
@@ -144,8 +154,7 @@ def test_address_change_on_the_same_network_is_no_change(new_run, later):
     run = new_run()
     t = alice(run)
     session = run.login(t, "alice", HOME, device="dev-1")
-    code = run.code(t + 20 * MIN, "alice", session, purpose="security_settings", ip=later,
-                    device_id="dev-1", user_agent=UA_WIN)
+    code = moved_code(run, t, session, later)
     run.flush()
     assert not run.score(code).alerted
     assert "session_context_changed" not in run.terms(code)
@@ -159,12 +168,9 @@ def test_vpn_toggle_on_a_proven_network_is_quiet(new_run):
     for d in range(3):
         run.sign_in(t - (d + 1) * DAY + 2 * HOUR, "alice", VPN, device="dev-1")
     session = run.login(t, "alice", HOME, device="dev-1")
-    code = run.code(t + 20 * MIN, "alice", session, purpose="security_settings", ip=VPN,
-                    device_id="dev-1", user_agent=UA_WIN)
+    code = moved_code(run, t, session, VPN)
     run.flush()
-    record = run.score(code)
-    assert not record.alerted and record.flow == "password_verified"
-    assert run.terms(code).get("session_context_changed", 0.0) == 0.0
+    assert_quiet_session(run, code)
 
 
 # ---------------------------------------------------------------------- 2. trusted cookie

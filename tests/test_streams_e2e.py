@@ -6,10 +6,9 @@ from collections import Counter
 
 import pytest
 
-from straycode.streams.produce_cli import publish
 from streams_events import DAY, T0, labelled_stream
-from streams_helpers import (Worker, closing_events, read_topic, replay_alerts, settings_for,
-                             stream_env, values, write_jsonl)
+from streams_helpers import (Worker, closing_events, replay_alerts, stream_and_read, stream_env,
+                             write_jsonl)
 
 pytestmark = pytest.mark.broker
 
@@ -26,19 +25,12 @@ def test_worker_alerts_match_replay(tansu, geo_dbs, tmp_path, split):
 
     worker = Worker(env, tmp_path / "w1").start()
     try:
-        kcfg = settings_for(env)["kafka"]
-        # the stream, then (once every record of it is written) later traffic: a watermark
-        # cannot wait for records that no producer has written yet
-        sent = publish(kcfg, str(write_jsonl(tmp_path / "main.jsonl", events)), split=split,
-                       ordered=split)
-        sent_later = publish(kcfg, str(write_jsonl(tmp_path / "later.jsonl", closing)), split=split)
-        assert sum(sent.values()) + sum(sent_later.values()) == len(events) + len(closing)
+        sent, scores, alerts = stream_and_read(tansu, env, tmp_path, events, closing,
+                                               scores=len(replay_scores),
+                                               alerts=len(replay_alerts_), split=split,
+                                               ordered=split)
         if split:
             assert set(sent) == {f"{app_id}.logins", f"{app_id}.codes", f"{app_id}.events"}
-        scores = values(read_topic(tansu, f"{app_id}.scores",
-                                   lambda r: len(r) >= len(replay_scores), timeout=90))
-        alerts = values(read_topic(tansu, f"{app_id}.alerts",
-                                   lambda r: len(r) >= len(replay_alerts_), timeout=10))
         metrics = worker.metrics()
     finally:
         worker.stop()

@@ -7,10 +7,9 @@ from collections import Counter
 
 import pytest
 
-from straycode.streams.produce_cli import publish
 from streams_events import DAY, HOUR, T0, UA_HOME, iso, user_stream
-from streams_helpers import (Worker, closing_events, read_topic, replay_alerts, settings_for,
-                             stream_env, values, write_jsonl)
+from streams_helpers import (Worker, closing_events, replay_alerts, stream_and_read, stream_env,
+                             write_jsonl)
 
 pytestmark = pytest.mark.broker
 
@@ -81,15 +80,8 @@ def test_worker_matches_replay_on_stolen_sessions(tansu, geo_dbs, tmp_path):
 
     worker = Worker(env, tmp_path / "w1").start()
     try:
-        kcfg = settings_for(env)["kafka"]
-        sent = publish(kcfg, str(write_jsonl(tmp_path / "main.jsonl", events)), split=True,
-                       ordered=True)
-        sent_later = publish(kcfg, str(write_jsonl(tmp_path / "later.jsonl", closing)), split=True)
-        assert sum(sent.values()) + sum(sent_later.values()) == len(events) + len(closing)
-        scores = values(read_topic(tansu, f"{app_id}.scores",
-                                   lambda r: len(r) >= len(ref_scores), timeout=90))
-        alerts = values(read_topic(tansu, f"{app_id}.alerts",
-                                   lambda r: len(r) >= len(ref_alerts), timeout=10))
+        _, scores, alerts = stream_and_read(tansu, env, tmp_path, events, closing,
+                                            scores=len(ref_scores), alerts=len(ref_alerts))
     finally:
         worker.stop()
 
