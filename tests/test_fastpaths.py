@@ -50,3 +50,19 @@ def test_cached_minute_with_malformed_rest_is_judged_like_the_general_path(tail)
     prefix = "2026-03-01T08:00"
     parse_ts(prefix + ":00Z")
     assert _answer(prefix + tail) == _general(prefix + tail)
+
+
+def test_compact_context_is_replace_without_user_agent_and_as_org():
+    """Context.compact builds its copy field by field: every field but the two it drops is
+    kept (a field added to Context and forgotten there fails here)."""
+    from dataclasses import fields, replace
+
+    from straycode.detector.enrich import Context
+
+    values = {}
+    for i, f in enumerate(fields(Context)):
+        values[f.name] = {"lat": 48.5, "lon": 2.25, "asn": 3215, "private": True}.get(f.name, f"v{i}")
+    ctx = Context(**values)
+    compact = ctx.compact()
+    assert compact == replace(ctx, user_agent=None, as_org=None)
+    assert compact is not ctx and ctx.user_agent == values["user_agent"]   # the original is kept
