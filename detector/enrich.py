@@ -75,6 +75,16 @@ class Context:
             return self
         return replace(self, user_agent=_kept_ua(ua))
 
+    def compact(self) -> "Context":
+        """This context without its user agent string and AS name, as a session older than
+        ``session_ttl_s`` keeps it. Built field by field: ``dataclasses.replace`` costs ~8x
+        more, and a login compacts one older session on average."""
+        return Context(ip=self.ip, prefix=self.prefix, network=self.network, asn=self.asn,
+                       as_org=None, country=self.country, city=self.city, lat=self.lat,
+                       lon=self.lon, private=self.private, device_id=self.device_id,
+                       user_agent=None, browser=self.browser, os=self.os,
+                       anonymizer=self.anonymizer)
+
     # ------------------------------------------------------------------ codec
     # wire layout 2: a positional list, read and written here only. Layout 1 is the same
     # without the trailing `anonymizer`; a context without one is still written that way

@@ -133,16 +133,15 @@ def _family_llr(b: Baseline, pop: Population, family: str, coarse: str | None,
 _LEVELS = {family: (f"{family}0", f"{family}1") for family in ("net", "loc", "ua")}
 
 
-def _combine(terms: list[float]) -> float:
-    """Strongest evidence counts fully, correlated extra evidence a third."""
-    pos = sorted((x for x in terms if x > 0), reverse=True)
-    neg = sorted(x for x in terms if x < 0)
-    total = 0.0
-    if pos:
-        total += pos[0] + 0.3 * sum(pos[1:])
-    if neg:
-        total += neg[0] + 0.3 * sum(neg[1:])
-    return total
+def _combine(a: float, b: float) -> float:
+    """Two correlated terms: the strongest evidence for counts fully, the other a third;
+    likewise against; evidence for and against adds up."""
+    hi, lo = (a, b) if a >= b else (b, a)
+    if lo > 0:
+        return hi + 0.3 * lo             # both for
+    if hi < 0:
+        return lo + 0.3 * hi             # both against: lo is the strongest
+    return (hi if hi > 0 else 0.0) + (lo if lo < 0 else 0.0)
 
 
 def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dict,
@@ -169,7 +168,7 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         net = _clip(_mixture(_family_llr(b, pop, "net", ctx.network, ctx.prefix, alpha), local), lo, hi)
     if ctx.country is not None:
         loc = _clip(_mixture(_family_llr(b, pop, "loc", ctx.country, ctx.city, alpha), local), lo, hi)
-    netloc = max(_combine([net, loc]), math.log(local))
+    netloc = max(_combine(net, loc), math.log(local))
     if not_proof >= 2:
         netloc = max(netloc, 0.0)
     if ctx.network is not None or ctx.country is not None:
@@ -194,7 +193,7 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
         ua = _clip(_mixture(_family_llr(b, pop, "ua", ctx.os, ctx.browser, alpha), local), lo, hi)
         if relayed:
             ua = max(ua, 0.0)
-    devua = max(_combine([dev, ua]), math.log(on_device if known else local))
+    devua = max(_combine(dev, ua), math.log(on_device if known else local))
     if not_proof >= 1:
         devua = max(devua, 0.0)
     out.append(Term(_devua_code(b, ctx, known),

@@ -11,7 +11,7 @@ import math
 import zlib
 from array import array
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 
 import orjson
@@ -207,7 +207,7 @@ class UserState:
         compact = t - ttl
         for v in sessions.values():
             if v.t < compact and v.ctx is not None and (v.ctx.user_agent or v.ctx.as_org):
-                v.ctx = replace(v.ctx, user_agent=None, as_org=None)
+                v.ctx = v.ctx.compact()
         stale = [s for s, v in sessions.items() if v.t < horizon]
         if stale:
             waiting = {p.session_id for p in self.pending.values()}
