@@ -17,6 +17,7 @@
                                   [--rates half,2000] [--seconds 10] [--latency-workers 1]
                                   [--no-scores] [--throughput-only | --latency-only]
     BENCH_PROFILE=/tmp/prof  ... also records a py-spy profile of the one-worker runs
+    BENCH_FETCH_WAIT_MS=20   ... the workers' kafka.fetch_max_wait_ms (default 50)
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int,
 
 def worker_env(bootstrap: str, app_id: str, **over) -> dict[str, str]:
     env = {"STRAYCODE__KAFKA__BROKER": f"kafka://{bootstrap}",
-           "STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS": "50",        # Tansu: see docs/streams.md
+           # Tansu answers a fetch only when its wait expires: see docs/streams.md
+           "STRAYCODE__KAFKA__FETCH_MAX_WAIT_MS": os.environ.get("BENCH_FETCH_WAIT_MS", "50"),
            "STRAYCODE__KAFKA__APP_ID": app_id, "STRAYCODE__ALERTS__FORMAT": "native"}
     for key in ("logins", "codes", "events", "alerts", "scores", "dead_letters", "network_ops",
                 "ticks"):
