@@ -197,7 +197,7 @@ def history_terms(b: Baseline, pop: Population, ctx: Context, t: float, cfg: dic
     if not_proof >= 1:
         devua = max(devua, 0.0)
     out.append(Term(_devua_code(b, ctx, known),
-                    lambda: _devua_detail(ctx, summary(), known, dev, ua), devua))
+                    lambda: _devua_detail(ctx, summary(), known, dev, ua, relayed), devua))
     # --- hour-of-day habit (UTC; a user's habit is consistent in any zone)
     hours_seen = b.hours
     n_hours = sum(hours_seen)
@@ -272,7 +272,7 @@ def _devua_code(b: Baseline, ctx: Context, known: DeviceEntry | None) -> str:
 
 
 def _devua_detail(ctx: Context, summary: dict, known: DeviceEntry | None, dev: float,
-                  ua: float) -> str:
+                  ua: float, relayed: bool = False) -> str:
     if ctx.device_id is None:
         what = "no device id (cookie-less or blocked browser)"
     elif known is None:
@@ -282,7 +282,8 @@ def _devua_detail(ctx: Context, summary: dict, known: DeviceEntry | None, dev: f
     browsers = ", ".join(summary["browsers"]) or "none"
     return (f"{what}; user has {summary['devices']} known devices ({summary['trusted_devices']} "
             f"trusted); {ctx.browser or 'no user agent'} vs known {browsers} "
-            f"(device {dev:+.1f}, user agent {ua:+.1f})")
+            f"(device {dev:+.1f}, user agent {ua:+.1f}"
+            f"{'; no credit for a familiar one through a possible relay' if relayed else ''})")
 
 
 def context_terms(sig: Signals, cfg: dict, relayed: bool = False) -> list[Term]:

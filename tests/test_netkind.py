@@ -130,6 +130,8 @@ def test_relayed_login_code_entered_from_a_datacenter_alerts(run_with):
     (alert,) = run.alerts(code)
     reason = next(r for r in alert.reasons if r["code"] == "anonymizing_network")
     assert "hosting network this user never proved" in reason["detail"]
+    device = next(r for r in alert.reasons if r["code"] == "new_device")
+    assert "no credit for a familiar one through a possible relay" in device["detail"]
     assert alert.observed["login"]["network_kind"] == "hosting"
     import jsonschema
     from straycode.detector.ocsf import schema, to_ocsf
