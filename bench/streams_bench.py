@@ -3,7 +3,8 @@
 1. Throughput: the same N pre-produced events read, one after the other in the same run,
    by (a) a raw aiokafka consume->produce pass-through, timed from its first to its last
    message, (b) a Faust agent that only counts (bench/faust_noop.py: same consumer
-   settings and batching as the worker; Faust's own ceiling) and (c) one or more
+   settings and batching as the worker; Faust's own ceiling), on Faust's own consumer and
+   again with straycode's eager delivery (streams/faust_compat.py) and (c) one or more
    `straycode worker`s of one group (decode, detector, tables, outputs), (b) and (c) timed
    from the moment every partition has its worker to the last event. Reported: events/s,
    worker CPU per event, straycode / no-op (target >= 0.5) and / raw, and the table
@@ -207,14 +208,15 @@ class Run:
 
 
 def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
-                     command: list[str] = WORKER, input_topic: str = "bench.in") -> Run:
+                     command: list[str] = WORKER, input_topic: str = "bench.in",
+                     **env_over: str) -> Run:
     """Events per second handled by `workers` processes of one group on the pre-produced
     input, counted from the moment every partition has its worker (events a first worker
     read while the others were still joining are not counted) to the last event."""
     global _RUNS
     _RUNS += 1
     app = f"bench-tp{_RUNS}"
-    env = worker_env(bootstrap, app, STRAYCODE__KAFKA__TOPICS__EVENTS=input_topic)
+    env = worker_env(bootstrap, app, STRAYCODE__KAFKA__TOPICS__EVENTS=input_topic, **env_over)
     group = start_group(env, tmp, app, workers, command=command)
     spy = None
     try:
@@ -228,8 +230,15 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
         cpu0 = sum(w.cpu_s() for w in group)
         deadline = time.monotonic() + 600
+        progress = (done0, time.monotonic())
         while time.monotonic() < deadline:
             done = group_metric(group, "straycode_events_in_total")
+            dead = [w for w in group if w.proc.poll() is not None]
+            if dead or (done == progress[0] and time.monotonic() - progress[1] > 60):
+                raise RuntimeError(f"{app}: {'a worker exited' if dead else 'no progress for 60 s'}"
+                                   f" at {done:.0f}/{n} events; see the logs in {tmp}")
+            if done != progress[0]:
+                progress = (done, time.monotonic())
             if done >= n:
                 elapsed = time.perf_counter() - start
                 cpu = sum(w.cpu_s() for w in group) - cpu0
@@ -325,37 +334,46 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
 
 
 def throughput(broker, tmp: Path, n: int, workers: list[int], repeat: int) -> dict:
-    """Raw aiokafka, the no-op Faust agent and straycode on the same input, measured in the
-    same run (one after the other, `repeat` rounds); ratios are taken within a round."""
-    raw, noop, ours = [], [], {k: [] for k in workers}
+    """Raw aiokafka, the no-op Faust agent (on Faust's own consumer, and on straycode's
+    eager delivery) and straycode on the same input, measured in the same run (one after
+    the other, `repeat` rounds); ratios are taken within a round."""
+    raw, noop, eager, ours = [], [], [], {k: [] for k in workers}
     for r in range(repeat):
         create_topics(broker.bootstrap, [f"bench.raw-out{r}"], 4)
         raw_s = asyncio.run(raw_passthrough(broker.bootstrap, "bench.in", f"bench.raw-out{r}",
                                             n, group=f"raw-passthrough{r}"))
         raw.append(Run(n / raw_s, float("nan")))
-        noop.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP))
+        noop.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP,
+                                     STRAYCODE__KAFKA__EAGER_DELIVERY="false"))
+        eager.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP,
+                                      STRAYCODE__KAFKA__EAGER_DELIVERY="true"))
         for k in workers:
             ours[k].append(faust_throughput(broker.bootstrap, tmp, n, k))
         line = [f"round {r + 1}: raw {raw[-1].events_s:.0f}/s, no-op Faust {noop[-1].events_s:.0f}/s "
-                f"({noop[-1].cpu_ms:.3f} ms CPU/event)"]
+                f"({noop[-1].cpu_ms:.3f} ms CPU/event), no-op eager {eager[-1].events_s:.0f}/s "
+                f"({eager[-1].cpu_ms:.3f} ms)"]
         for k in workers:
             run = ours[k][-1]
             per = {t: c / n for t, c in run.changelog.items()}
             line.append(f"straycode x{k} {run.events_s:.0f}/s ({run.cpu_ms:.3f} ms CPU/event, "
                         f"{run.events_s / noop[-1].events_s:.2f} x no-op, "
+                        f"{run.events_s / eager[-1].events_s:.2f} x no-op eager, "
                         f"{run.events_s / raw[-1].events_s:.3f} x raw; changelog/event "
                         + ", ".join(f"{t} {v:.3f}" for t, v in per.items())
                         + f", total {sum(per.values()):.3f})")
         print("; ".join(line), flush=True)
     print(f"raw aiokafka consume->produce : {spread([x.events_s for x in raw])} events/s")
     print(f"no-op Faust agent (take_events): {spread([x.events_s for x in noop])} events/s, "
-          f"{spread([x.cpu_ms for x in noop], '{:.3f}')} ms CPU/event")
+          f"{spread([x.cpu_ms for x in noop], '{:.3f}')} ms CPU/event (Faust's own consumer)")
+    print(f"  same, eager delivery         : {spread([x.events_s for x in eager])} events/s, "
+          f"{spread([x.cpu_ms for x in eager], '{:.3f}')} ms CPU/event (straycode's consumer)")
     for k in workers:
         runs = ours[k]
         print(f"straycode, {k} worker(s)       : {spread([x.events_s for x in runs])} events/s, "
               f"{spread([x.cpu_ms for x in runs], '{:.3f}')} ms CPU/event; "
               f"x no-op {spread([a.events_s / b.events_s for a, b in zip(runs, noop)], '{:.2f}')} "
-              f"(target >= 0.5), x raw "
+              f"(target >= 0.5), x no-op eager "
+              f"{spread([a.events_s / b.events_s for a, b in zip(runs, eager)], '{:.2f}')}, x raw "
               f"{spread([a.events_s / b.events_s for a, b in zip(runs, raw)], '{:.3f}')}; "
               f"changelog records/event "
               f"{spread([sum(x.changelog.values()) / n for x in runs], '{:.3f}')} (target <= 0.3)")
@@ -366,7 +384,7 @@ def throughput(broker, tmp: Path, n: int, workers: list[int], repeat: int) -> di
                       f"{spread([a.events_s / b.events_s for a, b in zip(ours[k], ours[1])], '{:.2f}')}"
                       f" (each worker needs its own core; this box has {os.cpu_count()} "
                       "shared with the broker and the other jobs)")
-    return {"noop": noop, "ours": ours}
+    return {"noop": noop, "eager": eager, "ours": ours}
 
 
 def print_latency(broker, tmp: Path, path: Path, rate: float, seconds: float, scores: bool,

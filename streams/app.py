@@ -33,6 +33,7 @@ def create_app(settings: Mapping, *, web_port: int | None = None,
     return StreamsApp(
         kcfg["app_id"],
         exact_commit=exact_commit,
+        eager_delivery=bool(kcfg["eager_delivery"]),
         fetch_max_wait_ms=kcfg.get("fetch_max_wait_ms"),   # None: Faust's 1.5 s
         broker=faust_broker_url(kcfg),
         broker_credentials=faust_credentials(kcfg, env),

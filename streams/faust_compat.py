@@ -1,6 +1,6 @@
 """Every use of faust-streaming's and aiokafka's private API in straycode, in one place.
 
-straycode needs four things the public API does not offer:
+straycode needs five things the public API does not offer:
 
 1. the consumer's long-poll wait (`fetch_max_wait_ms`), which Faust hard-codes to 1.5 s:
    on Tansu 0.6 a fetch is answered only when it expires, so every hop would cost that long;
@@ -9,7 +9,9 @@ straycode needs four things the public API does not offer:
 3. when a partition's high watermark was learned (aiokafka's `last_poll_timestamp`, behind
    Faust's consumer thread), for the watermark rule of streams/clock.py;
 4. setting Faust's "current event" (a table picks the changelog partition of a write from
-   it; one batch holds several partitions), and reading the committed offset of a partition.
+   it; one batch holds several partitions), and reading the committed offset of a partition;
+5. handing a fetched message to the streams without Faust's four tasks per message
+   (EagerDelivery, below): the benchmark measures what it saves (docs/streams.md).
 
 These overrides were written against faust-streaming 0.15 and aiokafka 0.14. `check_versions`
 runs when an app is built and refuses any other version with one line, instead of letting
@@ -19,6 +21,7 @@ class, nothing is patched into the aiokafka or Faust modules.
 """
 from __future__ import annotations
 
+import asyncio
 import weakref
 from importlib import metadata
 from typing import Any
@@ -27,6 +30,7 @@ import faust
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
+from mode.services import WaitResults
 
 from straycode.settings import ConfigError
 
@@ -87,6 +91,70 @@ class Consumer(driver.Consumer):
         """When (ms) the high watermark of `tp` was last learned: it is as old as the fetch
         response that carried it (aiokafka's last poll of the partition)."""
         return self._thread._ensure_consumer().last_poll_timestamp(tp)
+
+
+# ------------------------------------------------------------------ 5. eager delivery
+_FLOW_WAIT = asyncio.Event.wait.__code__          # faust's Consumer.suspend_flow is one
+
+
+class EagerDelivery:
+    """Consumer mixin: each fetched message goes to the streams without four new tasks.
+
+    faust-streaming's drain loop (`Consumer._drain_messages`) delivers every message as
+    `await self.wait_first(callback(message), self.suspend_flow.wait())`, and mode's
+    `wait_first` wraps each of these two, plus the service's `stopped` and `crashed`
+    events, in a task, waits on all four and cancels the three losers: per message. A
+    delivery almost never has to wait (it puts the message in a stream's buffer), so
+    here it runs eagerly: its first step runs at once and, when it finished there, no
+    task is made. Only a delivery that must wait (a full stream buffer, a held lock) goes
+    on as Faust's own, in a task raced against the flow being suspended (a rebalance), so
+    a rebalance never waits behind a full buffer, as before. Flow already suspended, or
+    the service stopping: Faust's own path. (Faust's delivery path sets no context
+    variable, so running its first step in the drain loop's task changes nothing there.)
+
+    Off with `kafka.eager_delivery: false`; bench/streams_bench.py measures the no-op
+    reference agent both ways."""
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        if (len(coros) != 2 or timeout is not None
+                or getattr(coros[1], "cr_code", None) is not _FLOW_WAIT
+                or not asyncio.iscoroutine(coros[0])
+                or self.suspend_flow.is_set() or self.should_stop):
+            return await super().wait_first(*coros, timeout=timeout)
+        deliver, flow = coros
+        try:
+            step = deliver.send(None)
+        except StopIteration as done:
+            flow.close()
+            return WaitResults([deliver], [done.value], False)
+        except BaseException:
+            flow.close()
+            raise
+        return await super().wait_first(_resume(deliver, step), flow)
+
+
+async def _resume(coro, step):
+    """Go on with coroutine `coro`, which suspended yielding `step` (an asyncio future, or
+    None for a bare yield), as the task this runs in, the way an asyncio Task drives a
+    coroutine: the coroutine reads a finished future's outcome itself; a cancellation of
+    this task cancels the future it waits on or, if there is none, is thrown into it."""
+    while True:
+        error = None
+        try:
+            if step is None:
+                await asyncio.sleep(0)
+            else:
+                step._asyncio_future_blocking = False     # as Task.__step: ours to await
+                await step
+        except BaseException as exc:                       # noqa: B036 - relayed below
+            error = exc
+        try:
+            if error is not None and (step is None or not step.done()):
+                step = coro.throw(error)
+            else:
+                step = coro.send(None)
+        except StopIteration as done:
+            return done.value
 
 
 # ------------------------------------------------------------------ 2. exact commits
@@ -173,17 +241,31 @@ class ExactCommitConsumer(Consumer):
         await super().on_partitions_revoked(revoked)
 
 
+class EagerConsumer(EagerDelivery, Consumer):
+    """Faust's commit rule, eager delivery (the benchmark's reference agent)."""
+
+
+class EagerExactCommitConsumer(EagerDelivery, ExactCommitConsumer):
+    """The worker's consumer."""
+
+
+CONSUMERS = {(True, True): EagerExactCommitConsumer, (True, False): ExactCommitConsumer,
+             (False, True): EagerConsumer, (False, False): Consumer}
+
+
 class StreamsApp(faust.App):
     """faust.App whose transport builds our consumer: the ExactCommitConsumer (or, for the
-    benchmark's reference agent, Faust's own commit rule) with the app's fetch wait.
+    benchmark's reference agent, Faust's own commit rule) with the app's fetch wait, and
+    with eager delivery unless `eager_delivery=False`.
 
     Checks the installed faust-streaming / aiokafka versions first."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None,
-                 exact_commit: bool = True, **kwargs: Any) -> None:
+                 exact_commit: bool = True, eager_delivery: bool = True,
+                 **kwargs: Any) -> None:
         check_versions()
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self._consumer_class = ExactCommitConsumer if exact_commit else Consumer
+        self._consumer_class = CONSUMERS[exact_commit, eager_delivery]
         super().__init__(*args, **kwargs)
 
     def _new_transport(self):
