@@ -154,3 +154,30 @@ def test_a_suspended_flow_takes_fausts_path(tmp_path):
         return await drain_one(consumer, message(2))
     _, made = run_on(consumer, run())
     assert len(made) == 4
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_held_partition_shortens_the_fetch_poll(tmp_path, eager):
+    """While a partition's stream buffer is full (held back from fetching), the drain
+    loop's fetch of the other partitions polls briefly instead of Faust's fixed second,
+    so a drained buffer is fetched for again at once (eager delivery only)."""
+    from faust.types import TP
+    from straycode.streams.faust_compat import HELD_POLL_S
+
+    consumer = make_consumer(tmp_path, eager, None)
+    asked = []
+
+    async def getmany(active_partitions, timeout):     # stands in for the consumer thread
+        asked.append(timeout)
+        return {}
+    consumer._getmany = getmany
+    held, other = TP(TOPIC, 0), TP(TOPIC, 1)
+    consumer._set_active_tps({held, other})
+
+    run_on(consumer, consumer._wait_next_records(1.0))
+    consumer.on_buffer_full(held)                        # what the conductor calls at 80%
+    assert consumer._get_active_partitions() == {other}
+    run_on(consumer, consumer._wait_next_records(1.0))
+    consumer.on_buffer_drop(held)                        # ... and at 40%
+    run_on(consumer, consumer._wait_next_records(1.0))
+    assert asked == [1.0, HELD_POLL_S if eager else 1.0, 1.0]
