@@ -1,6 +1,7 @@
 """Helpers for the Kafka tests: per-test settings, worker subprocesses, topic readers."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import orjson
 
 from fixtures_broker import free_port
 from straycode.settings import load_settings
+from straycode.streams.app import create_app
+from straycode.streams.faust_compat import ExactCommitConsumer
 from streams_events import T0, DAY, iso
 
 PARTITIONS = 4
@@ -224,3 +227,18 @@ def wait_committed(broker, group: str, topics: list[str], partitions: set[int],
             time.sleep(0.25)
     finally:
         consumer.close()
+
+
+def worker_consumer(tmp_path: Path, topic: str, streams, **env: str):
+    """The real consumer object of a worker app (no broker: nothing here talks to one),
+    subscribed to `topic` with acks as the agents' topics are; `streams` stands in for
+    Faust's conductor (the callback it delivers to)."""
+    settings = load_settings(env={"STRAYCODE__KAFKA__STORE": "memory://",
+                                  "STRAYCODE__KAFKA__TOPICS__EVENTS": topic, **env})
+    app = create_app(settings, datadir=str(tmp_path / "data"))
+    app.topics.add(app.topic(topic))
+    asyncio.run(app.topics._update_indices())
+    consumer = app.consumer
+    assert isinstance(consumer, ExactCommitConsumer)
+    consumer._streams_callback = streams
+    return consumer

@@ -16,26 +16,19 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.faust_compat import ExactCommitConsumer
+from streams_helpers import worker_consumer
 
 TOPIC = "straycode.events"
 
 
 @pytest.fixture
 def consumer(tmp_path):
-    settings = load_settings(env={"STRAYCODE__KAFKA__STORE": "memory://",
-                                  "STRAYCODE__KAFKA__TOPICS__EVENTS": TOPIC})
-    app = create_app(settings, datadir=str(tmp_path / "data"))
-    app.topics.add(app.topic(TOPIC))   # subscribed with acks, as the agents' topics are
-    asyncio.run(app.topics._update_indices())
-    consumer = app.consumer
-    assert isinstance(consumer, ExactCommitConsumer)
     delivered = []
 
     async def streams(message):        # stands in for Faust's conductor
         message.incref()
         delivered.append(message)
-    consumer._streams_callback = streams
+    consumer = worker_consumer(tmp_path, TOPIC, streams)
     consumer.delivered = delivered
     return consumer
 

@@ -16,23 +16,16 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.faust_compat import (EagerDelivery, EagerExactCommitConsumer,
-                                            ExactCommitConsumer)
+from straycode.streams.faust_compat import EagerDelivery, EagerExactCommitConsumer
+from streams_helpers import worker_consumer
 
 TOPIC = "straycode.events"
 
 
 def make_consumer(tmp_path, eager: bool, streams):
-    settings = load_settings(env={"STRAYCODE__KAFKA__STORE": "memory://",
-                                  "STRAYCODE__KAFKA__TOPICS__EVENTS": TOPIC,
-                                  "STRAYCODE__KAFKA__EAGER_DELIVERY": str(eager).lower()})
-    app = create_app(settings, datadir=str(tmp_path / f"data-{eager}"))
-    app.topics.add(app.topic(TOPIC))   # subscribed with acks, as the agents' topics are
-    asyncio.run(app.topics._update_indices())
-    consumer = app.consumer
-    assert isinstance(consumer, ExactCommitConsumer)
+    consumer = worker_consumer(tmp_path, TOPIC, streams,
+                               STRAYCODE__KAFKA__EAGER_DELIVERY=str(eager).lower())
     assert isinstance(consumer, EagerDelivery) is eager
-    consumer._streams_callback = streams          # stands in for Faust's conductor
     return consumer
 
 
