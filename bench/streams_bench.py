@@ -18,6 +18,7 @@
                                   [--rates half,2000] [--seconds 10] [--latency-workers 1]
                                   [--no-scores] [--throughput-only | --latency-only]
     BENCH_PROFILE=/tmp/prof  ... also records a py-spy profile of the one-worker runs
+                                 (throughput and latency; summary: python -m bench.profile_split)
     BENCH_FETCH_WAIT_MS=20   ... the workers' kafka.fetch_max_wait_ms (default 50)
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,12 +223,7 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
     spy = None
     try:
         if os.environ.get("BENCH_PROFILE") and command is WORKER and workers == 1:
-            # py-spy on the worker for the run: BENCH_PROFILE=<file prefix> (raw samples)
-            spy = subprocess.Popen(
-                [str(Path(sys.executable).with_name("py-spy")), "record",
-                 "--pid", str(group[0].proc.pid), "--format", "raw", "--rate", "200",
-                 "--nonblocking", "-o", f"{os.environ['BENCH_PROFILE']}-{_RUNS}.txt"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = start_profile(group[0], os.environ["BENCH_PROFILE"])
         start, done0 = time.perf_counter(), group_metric(group, "straycode_events_in_total")
         cpu0 = sum(w.cpu_s() for w in group)
         deadline = time.monotonic() + 600
@@ -242,6 +239,7 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
             if done >= n:
                 elapsed = time.perf_counter() - start
                 cpu = sum(w.cpu_s() for w in group) - cpu0
+                spy = stop_profile(spy)              # the profile covers the run only
                 written = {}
                 if command is WORKER:
                     settled(group)                   # every changed state written
@@ -253,11 +251,26 @@ def faust_throughput(bootstrap: str, tmp: Path, n: int, workers: int,
             time.sleep(0.25)
         raise TimeoutError(f"workers read {done}/{n}")
     finally:
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(30)
+        stop_profile(spy)
         for w in group:
             w.stop()
+
+
+def start_profile(worker: "Worker", prefix: str) -> subprocess.Popen:
+    """py-spy on a worker (raw samples of every thread, idle ones too, so that
+    `python -m bench.profile_split` can tell busy from waiting) into <prefix>-<run>.txt."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--threads",
+         "--pid", str(worker.proc.pid), "--format", "raw", "--rate", "200", "--nonblocking",
+         "-o", f"{prefix}-{_RUNS}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(spy: subprocess.Popen | None) -> None:
+    """Stop py-spy (SIGINT: it writes its file then); returns None for the caller's handle."""
+    if spy is not None and spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    return None
 
 
 def read_all(bootstrap: str, topic: str) -> list:
@@ -291,8 +304,14 @@ def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool,
                      STRAYCODE__KAFKA__EMIT_SCORES="true" if scores else "false")
     create_topics(bootstrap, [f"{app}.{t}" for t in ("events", "logins", "codes")], 4)
     group = start_group(env, tmp, app, workers)
+    spy = (start_profile(group[0], os.environ["BENCH_PROFILE"])
+           if os.environ.get("BENCH_PROFILE") and workers == 1 else None)
     try:
+        cpu0, t0 = sum(w.cpu_s() for w in group), time.perf_counter()
         n = produce_file(bootstrap, f"{app}.events", path, rate)
+        spy = stop_profile(spy)
+        print(f"  worker CPU {sum(w.cpu_s() for w in group) - cpu0:.1f} s over the "
+              f"{time.perf_counter() - t0:.1f} s of input")
         deadline = time.monotonic() + 120
         while group_metric(group, "straycode_events_in_total") < n and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -305,6 +324,7 @@ def latency(bootstrap: str, tmp: Path, path: Path, rate: float, scores: bool,
                     print("\n".join(l for l in r.read().decode().splitlines()
                                     if l.startswith(("straycode_batch", "straycode_ack"))))
     finally:
+        stop_profile(spy)
         for w in group:
             w.stop()
     sent = {}
