@@ -18,6 +18,7 @@ import faust
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
+from straycode.streams.faust_compat import take_batches
 from straycode.streams.topics import input_topic_names
 
 
@@ -30,9 +31,11 @@ def build(settings: dict, web_port: int, datadir: str) -> faust.App:
     counted = [0]
     batch_max, within = int(kcfg["batch_max_events"]), float(kcfg["batch_within_s"])
 
+    direct = bool(kcfg["direct_batches"])
+
     @app.agent(topic, name="noop", concurrency=1)
     async def count(stream):
-        async for events in stream.take_events(batch_max, within=within):
+        async for events in take_batches(stream, batch_max, within, direct):
             counted[0] += len(events)
 
     @app.page("/metrics")

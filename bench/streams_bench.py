@@ -364,9 +364,11 @@ def throughput(broker, tmp: Path, n: int, workers: list[int], repeat: int) -> di
                                             n, group=f"raw-passthrough{r}"))
         raw.append(Run(n / raw_s, float("nan")))
         noop.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP,
-                                     STRAYCODE__KAFKA__EAGER_DELIVERY="false"))
+                                     STRAYCODE__KAFKA__EAGER_DELIVERY="false",
+                                     STRAYCODE__KAFKA__DIRECT_BATCHES="false"))
         eager.append(faust_throughput(broker.bootstrap, tmp, n, 1, command=NOOP,
-                                      STRAYCODE__KAFKA__EAGER_DELIVERY="true"))
+                                      STRAYCODE__KAFKA__EAGER_DELIVERY="true",
+                                      STRAYCODE__KAFKA__DIRECT_BATCHES="true"))
         for k in workers:
             ours[k].append(faust_throughput(broker.bootstrap, tmp, n, k))
         line = [f"round {r + 1}: raw {raw[-1].events_s:.0f}/s, no-op Faust {noop[-1].events_s:.0f}/s "

@@ -62,7 +62,8 @@ class Pipeline:
                                  self.make_detector)
         self.counting = NetworkAgent(view, self.topics.network_ops, self.publisher,
                                      self.metrics, partitions, batch_max, within,
-                                     checkpoint_of(kcfg))
+                                     checkpoint_of(kcfg),
+                                     direct_batches=bool(kcfg["direct_batches"]))
         self.recovered = False
 
         self.user_agent = app.agent(self.topics.inputs, name="straycode-users",

@@ -1,6 +1,6 @@
 """Every use of faust-streaming's and aiokafka's private API in straycode, in one place.
 
-straycode needs five things the public API does not offer:
+straycode needs six things the public API does not offer:
 
 1. the consumer's long-poll wait (`fetch_max_wait_ms`), which Faust hard-codes to 1.5 s:
    on Tansu 0.6 a fetch is answered only when it expires, so every hop would cost that long;
@@ -11,7 +11,9 @@ straycode needs five things the public API does not offer:
 4. setting Faust's "current event" (a table picks the changelog partition of a write from
    it; one batch holds several partitions), and reading the committed offset of a partition;
 5. handing a fetched message to the streams without Faust's four tasks per message
-   (EagerDelivery, below): the benchmark measures what it saves (docs/streams.md).
+   (EagerDelivery, below): the benchmark measures what it saves (docs/streams.md);
+6. an agent's input in batches read straight from its channel's queue (take_batches),
+   without Faust's stream machinery per message.
 
 These overrides were written against faust-streaming 0.15 and aiokafka 0.14. `check_versions`
 runs when an app is built and refuses any other version with one line, instead of letting
@@ -287,3 +289,76 @@ class StreamsApp(faust.App):
             raise ConfigError(f"straycode.streams needs the aiokafka transport, not {transport!r}")
         transport.Consumer = self._consumer_class
         return transport
+
+
+# ------------------------------------------------------------------ 6. batches
+async def take_batches(stream, max_: int, within: float, direct: bool = True):
+    """An agent's input in batches: lists of up to `max_` events, or what arrived within
+    `within` seconds of a batch's first event. The body of the `async for` runs between
+    yields; a batch's events are acknowledged (each one's reference released, as Faust's
+    `take_events` does) once the body is done with it.
+
+    `direct=False` is Faust's own `stream.take_events(max_, within)`. Direct (the default,
+    `kafka.direct_batches`) reads the agent's channel queue itself: Faust's stream hands
+    over one message at a time (a yield to the event loop, a queue get, a processor
+    coroutine and an async-generator step per message, then a per-message ack with its
+    sensor calls), which the benchmark's no-op agent measured at ~0.015 ms per event
+    (docs/streams.md). What that path does per message and matters here is kept: an
+    error thrown into the channel is raised; a message fetched before the current
+    consumer generation (a rebalance since) or while the flow is suspended is dropped
+    unacknowledged, as Faust's stream iterator drops it (the next owner reads it again
+    from the committed offset); a message of an acked topic is counted as unacknowledged
+    by the consumer until its ack. Not kept: Faust's stream sensors (its monitor's
+    per-stream event counts; straycode's /metrics counts events itself). A batch whose
+    body did not finish (the agent stopped, or the body raised out of the loop) is not
+    acknowledged: what it held is read again."""
+    if not direct:
+        async for events in stream.take_events(max_, within=within):
+            yield events
+        return
+    app = stream.app
+    queue = aiter(stream.channel).queue       # subscribes, as Stream.__aiter__ does
+    acking = app.topics._acking_topics
+    flow = app.flow_control
+    loop = asyncio.get_running_loop()
+    while not stream.should_stop:
+        events = _admit(app, acking, flow, [await queue.get()])
+        deadline = loop.time() + within
+        while len(events) < max_:
+            if queue.empty():
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(left):
+                        more = [await queue.get()]
+                except TimeoutError:
+                    break
+            else:                      # (not empty with nothing queued: an error, raised)
+                take = max(1, min(queue.qsize(), max_ - len(events)))
+                more = [queue.get_nowait() for _ in range(take)]
+            events += _admit(app, acking, flow, more)
+        if not events:
+            continue
+        yield events
+        consumer = app.consumer
+        for event in events:
+            event.message.ack(consumer)
+
+
+def _admit(app, acking, flow, events: list) -> list:
+    """The events of a batch that Faust's stream iterator would hand to an agent (see
+    take_batches); messages of acked topics counted as unacknowledged."""
+    generation = app.consumer_generation_id
+    active = flow.is_active()
+    unacked = app.consumer._unacked_messages
+    out = []
+    for event in events:
+        message = event.message
+        if not active or message.generation_id != generation:
+            continue
+        if message.topic in acking and not message.tracked:
+            message.tracked = True
+            unacked.add(message)
+        out.append(event)
+    return out

@@ -19,7 +19,7 @@ from straycode.detector.timecheck import SKEW_REASON, TimeBounds
 
 from .checkpoint import by_partition, checkpoint_of
 from .clock import PartitionClock, ReorderBuffer
-from .faust_compat import set_current_event
+from .faust_compat import set_current_event, take_batches
 from .metrics import Metrics
 from .network_agent import NetworkOpsShipper
 from .publisher import Outbound, Publisher
@@ -45,6 +45,7 @@ class UserAgent:
         self.partitions = int(kcfg["partitions"])
         self.batch_max = int(kcfg["batch_max_events"])
         self.batch_within_s = float(kcfg["batch_within_s"])
+        self.direct_batches = bool(kcfg["direct_batches"])
         self.time_bounds = TimeBounds.from_settings(settings["input"])
         self.users = users
         self.networks = networks
@@ -66,7 +67,8 @@ class UserAgent:
         the body raised: an unexpected error therefore stops the batch's partitions (their
         messages held, not committed) instead of crashing the agent and committing past
         them."""
-        async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
+        async for events in take_batches(stream, self.batch_max, self.batch_within_s,
+                                         self.direct_batches):
             try:
                 await self.handle_batch(events)
             except Exception as exc:
