@@ -321,29 +321,32 @@ async def take_batches(stream, max_: int, within: float, direct: bool = True):
     acking = app.topics._acking_topics
     flow = app.flow_control
     loop = asyncio.get_running_loop()
-    while not stream.should_stop:
-        events = _admit(app, acking, flow, [await queue.get()])
-        deadline = loop.time() + within
-        while len(events) < max_:
-            if queue.empty():
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(left):
-                        more = [await queue.get()]
-                except TimeoutError:
-                    break
-            else:                      # (not empty with nothing queued: an error, raised)
-                take = max(1, min(queue.qsize(), max_ - len(events)))
-                more = [queue.get_nowait() for _ in range(take)]
-            events += _admit(app, acking, flow, more)
-        if not events:
-            continue
-        yield events
-        consumer = app.consumer
-        for event in events:
-            event.message.ack(consumer)
+    try:
+        while not stream.should_stop:
+            events = _admit(app, acking, flow, [await queue.get()])
+            deadline = loop.time() + within
+            while len(events) < max_:
+                if queue.empty():
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(left):
+                            more = [await queue.get()]
+                    except TimeoutError:
+                        break
+                else:                  # (not empty with nothing queued: an error, raised)
+                    take = max(1, min(queue.qsize(), max_ - len(events)))
+                    more = [queue.get_nowait() for _ in range(take)]
+                events += _admit(app, acking, flow, more)
+            if not events:
+                continue
+            yield events
+            consumer = app.consumer
+            for event in events:
+                event.message.ack(consumer)
+    except StopAsyncIteration:        # the channel was closed (the app is stopping)
+        return
 
 
 def _admit(app, acking, flow, events: list) -> list:
