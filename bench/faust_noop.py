@@ -1,10 +1,12 @@
 """The honest ceiling for `straycode worker`: a Faust agent that only counts.
 
-Same broker, input topic, consumer settings and batching (`stream.take_events`, up to
-`kafka.batch_max_events` or `kafka.batch_within_s`) as the worker's user agent; Faust's
-own commit rule; Faust's own delivery with `kafka.eager_delivery: false`, straycode's
-eager delivery (streams/faust_compat.py) with true; the fetch wait set as in the worker
-(Tansu answers a fetch only when it expires). No tables, no outputs. Serves the two pages
+Same broker, input topic, consumer settings and batching (up to `kafka.batch_max_events`
+or `kafka.batch_within_s`) as the worker's user agent; Faust's own commit rule. With
+`kafka.eager_delivery: false` and `kafka.direct_batches: false` it is stock Faust (its
+delivery, `stream.take_events`): the benchmark's reference; with both true it reads
+through straycode's eager delivery and direct batches (streams/faust_compat.py), as the
+worker does. The fetch wait is set as in the worker (Tansu answers a fetch only when it
+expires). No tables, no outputs. Serves the two pages
 the benchmark polls: /healthz (owned partitions) and /metrics (straycode_events_in_total).
 
     python -m bench.faust_noop --web-port P --datadir D     (settings from STRAYCODE__*)
