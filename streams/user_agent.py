@@ -62,10 +62,10 @@ class UserAgent:
     # ------------------------------------------------------------------ the agent
     async def run(self, stream) -> None:
         """Events are handled in batches (up to `kafka.batch_max_events`, or what arrived
-        within `kafka.batch_within_s`): one broker acknowledgement wait per batch. Faust
-        acks (commits) a batch only after this loop body returned, and acks it even when
-        the body raised: an unexpected error therefore stops the batch's partitions (their
-        messages held, not committed) instead of crashing the agent and committing past
+        within `kafka.batch_within_s`): one broker acknowledgement wait per batch. A batch
+        is acked (made committable) only after this loop body returned, and the loop goes
+        on after an error: an unexpected one therefore stops the batch's partitions (their
+        messages held, not committed) instead of crashing the agent or committing past
         them."""
         async for events in take_batches(stream, self.batch_max, self.batch_within_s,
                                          self.direct_batches):
@@ -80,7 +80,7 @@ class UserAgent:
                 for event in events:
                     msg = event.message
                     if not msg.acked and msg.topic != self.ticks_topic:
-                        msg.incref()               # take_events' ack must not release it
+                        msg.incref()               # the batch's ack must not release it
 
     async def handle_batch(self, events: list) -> None:
         """Admit the batch's messages to the reorder buffer, hand what the watermark has
@@ -89,8 +89,7 @@ class UserAgent:
 
         A buffered message is acknowledged (made committable) only once it was handled and
         every state it changed written: its reference count is raised when it is buffered,
-        so the ack that Faust's take_events gives every message of a batch does not
-        release it.
+        so the ack that take_batches gives every message of a batch does not release it.
 
         Every output (alert, score, dead letter, re-keyed event) must be on the broker
         before the input it stands for is acknowledged. An output that cannot be sent after
