@@ -302,16 +302,16 @@ async def take_batches(stream, max_: int, within: float, direct: bool = True):
     `kafka.direct_batches`) reads the agent's channel queue itself: Faust's stream hands
     over one message at a time (a yield to the event loop, a queue get, a processor
     coroutine and an async-generator step per message, then a per-message ack with its
-    sensor calls), which the benchmark's no-op agent measured at ~0.015 ms per event
-    (docs/streams.md). What that path does per message and matters here is kept: an
+    sensor calls); the benchmark measures what that costs (docs/streams.md, "Direct
+    batches"). What that path does per message and matters here is kept: an
     error thrown into the channel is raised; a message fetched before the current
     consumer generation (a rebalance since) or while the flow is suspended is dropped
     unacknowledged, as Faust's stream iterator drops it (the next owner reads it again
     from the committed offset); a message of an acked topic is counted as unacknowledged
     by the consumer until its ack. Not kept: Faust's stream sensors (its monitor's
-    per-stream event counts; straycode's /metrics counts events itself). A batch whose
-    body did not finish (the agent stopped, or the body raised out of the loop) is not
-    acknowledged: what it held is read again."""
+    per-stream event counts; straycode's /metrics counts events itself). And unlike
+    `take_events`, a batch whose body did not finish (the agent stopped, or the body
+    raised out of the loop) is not acknowledged: what it held is read again."""
     if not direct:
         async for events in stream.take_events(max_, within=within):
             yield events
