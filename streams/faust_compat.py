@@ -323,22 +323,22 @@ async def take_batches(stream, max_: int, within: float, direct: bool = True):
     loop = asyncio.get_running_loop()
     try:
         while not stream.should_stop:
-            events = _admit(app, acking, flow, [await queue.get()])
+            taken = [await queue.get()]
             deadline = loop.time() + within
-            while len(events) < max_:
+            while len(taken) < max_:
                 if queue.empty():
                     left = deadline - loop.time()
                     if left <= 0:
                         break
                     try:
                         async with asyncio.timeout(left):
-                            more = [await queue.get()]
+                            taken.append(await queue.get())
                     except TimeoutError:
                         break
                 else:                  # (not empty with nothing queued: an error, raised)
-                    take = max(1, min(queue.qsize(), max_ - len(events)))
-                    more = [queue.get_nowait() for _ in range(take)]
-                events += _admit(app, acking, flow, more)
+                    for _ in range(max(1, min(queue.qsize(), max_ - len(taken)))):
+                        taken.append(queue.get_nowait())
+            events = _admit(app, acking, flow, taken)    # checked as the batch goes out
             if not events:
                 continue
             yield events
@@ -351,7 +351,9 @@ async def take_batches(stream, max_: int, within: float, direct: bool = True):
 
 def _admit(app, acking, flow, events: list) -> list:
     """The events of a batch that Faust's stream iterator would hand to an agent (see
-    take_batches); messages of acked topics counted as unacknowledged."""
+    take_batches), checked when the batch is complete (a rebalance while it was being
+    filled drops what came before it); messages of acked topics counted as
+    unacknowledged."""
     generation = app.consumer_generation_id
     active = flow.is_active()
     unacked = app.consumer._unacked_messages
