@@ -125,15 +125,20 @@ class Harness:
         await self.put(agent, self.topic["ticks"], b"tick", None, partition)
 
     async def until(self, agent, done, what: str):
-        deadline = time.monotonic() + WAIT_S
-        while not done():
-            if agent.crash_reason is not None:
-                raise AssertionError(f"agent crashed: {agent.crash_reason!r}")
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.005)
+        await until(agent, done, what)
 
     async def handled_all(self, agent, n: int):
         await self.until(agent, lambda: self.handled >= n, f"{n} handled input messages")
+
+
+async def until(agent, done, what: str) -> None:
+    """Wait (at most WAIT_S) until done(); fails at once if the agent crashed."""
+    deadline = time.monotonic() + WAIT_S
+    while not done():
+        if agent.crash_reason is not None:
+            raise AssertionError(f"agent crashed: {agent.crash_reason!r}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
 
 
 def user_on(partition: int, prefix: str = "user") -> str:

@@ -12,8 +12,7 @@ from faust.types.tuples import ConsumerMessage
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
 from straycode.streams.faust_compat import take_batches
-
-WAIT_S = 5.0
+from streams_harness import WAIT_S, until
 
 
 class Rig:
@@ -55,12 +54,7 @@ class Rig:
         return msg
 
     async def until(self, agent, done, what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not done():
-            if agent.crash_reason is not None:
-                raise AssertionError(f"agent crashed: {agent.crash_reason!r}")
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.005)
+        await until(agent, done, what)
 
 
 @pytest.mark.parametrize("direct", [True, False])
