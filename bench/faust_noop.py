@@ -6,8 +6,8 @@ or `kafka.batch_within_s`) as the worker's user agent; Faust's own commit rule. 
 delivery, `stream.take_events`): the benchmark's reference; with both true it reads
 through straycode's eager delivery and direct batches (streams/faust_compat.py), as the
 worker does. The fetch wait is set as in the worker (Tansu answers a fetch only when it
-expires). No tables, no outputs. Serves the two pages
-the benchmark polls: /healthz (owned partitions) and /metrics (straycode_events_in_total).
+expires). No tables, no outputs. Serves the two pages the benchmark polls: /healthz
+(owned partitions) and /metrics (straycode_events_in_total).
 
     python -m bench.faust_noop --web-port P --datadir D     (settings from STRAYCODE__*)
 """
@@ -20,7 +20,7 @@ import faust
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.faust_compat import take_batches
+from straycode.streams.faust_compat import Batching, take_batches
 from straycode.streams.topics import input_topic_names
 
 
@@ -31,13 +31,11 @@ def build(settings: dict, web_port: int, datadir: str) -> faust.App:
     topic = app.topic(*names, partitions=int(kcfg["partitions"]),
                       key_serializer="raw", value_serializer="raw")
     counted = [0]
-    batch_max, within = int(kcfg["batch_max_events"]), float(kcfg["batch_within_s"])
-
-    direct = bool(kcfg["direct_batches"])
+    batching = Batching.from_settings(kcfg)
 
     @app.agent(topic, name="noop", concurrency=1)
     async def count(stream):
-        async for events in take_batches(stream, batch_max, within, direct):
+        async for events in take_batches(stream, batching):
             counted[0] += len(events)
 
     @app.page("/metrics")

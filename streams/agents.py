@@ -25,7 +25,7 @@ from straycode.settings import detector_settings
 
 from .checkpoint import checkpoint_of
 from .clock import PartitionClock
-from .faust_compat import committed_offset
+from .faust_compat import Batching, committed_offset
 from .metrics import Metrics, install_pages
 from .network_agent import NetworkAgent, NetworkOpsShipper
 from .publisher import Publisher
@@ -50,7 +50,6 @@ class Pipeline:
         view = network_view(app, kcfg)
         self.networks = NetworkStore(view)
         partitions = int(kcfg["partitions"])
-        batch_max, within = int(kcfg["batch_max_events"]), float(kcfg["batch_within_s"])
         self.clock = PartitionClock(input_topic_names(kcfg), self._ask_consumer("highwater"),
                                     self._committed, self._ask_consumer("highwater_polled_at"))
         self.publisher = Publisher(self.topics.dead_letters, self.metrics,
@@ -61,9 +60,8 @@ class Pipeline:
                                  self.clock, self.publisher, self.shipper, self.metrics,
                                  self.make_detector)
         self.counting = NetworkAgent(view, self.topics.network_ops, self.publisher,
-                                     self.metrics, partitions, batch_max, within,
-                                     checkpoint_of(kcfg),
-                                     direct_batches=bool(kcfg["direct_batches"]))
+                                     self.metrics, partitions, Batching.from_settings(kcfg),
+                                     checkpoint_of(kcfg))
         self.recovered = False
 
         self.user_agent = app.agent(self.topics.inputs, name="straycode-users",

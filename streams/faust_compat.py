@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from importlib import metadata
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
 import faust
 from faust.streams import _current_event
@@ -292,14 +292,28 @@ class StreamsApp(faust.App):
 
 
 # ------------------------------------------------------------------ 6. batches
-async def take_batches(stream, max_: int, within: float, direct: bool = True):
-    """An agent's input in batches: lists of up to `max_` events, or what arrived within
-    `within` seconds of a batch's first event. The body of the `async for` runs between
+class Batching(NamedTuple):
+    """How an agent takes its input: up to `max_events` per batch, or what arrived within
+    `within_s` of its first event; `direct` (see take_batches) or Faust's take_events."""
+    max_events: int
+    within_s: float
+    direct: bool = True
+
+    @classmethod
+    def from_settings(cls, kcfg: Mapping) -> "Batching":
+        """`kafka.batch_max_events`, `kafka.batch_within_s`, `kafka.direct_batches`."""
+        return cls(int(kcfg["batch_max_events"]), float(kcfg["batch_within_s"]),
+                   bool(kcfg["direct_batches"]))
+
+
+async def take_batches(stream, batching: Batching):
+    """An agent's input in batches: lists of up to `batching.max_events` events, or what
+    arrived within `batching.within_s` seconds of a batch's first event. The body of the `async for` runs between
     yields; a batch's events are acknowledged (each one's reference released, as Faust's
     `take_events` does) once the body is done with it.
 
-    `direct=False` is Faust's own `stream.take_events(max_, within)`. Direct (the default,
-    `kafka.direct_batches`) reads the agent's channel queue itself: Faust's stream hands
+    `direct=False` is Faust's own `stream.take_events(max_events, within=within_s)`.
+    Direct (the default, `kafka.direct_batches`) reads the agent's channel queue itself: Faust's stream hands
     over one message at a time (a yield to the event loop, a queue get, a processor
     coroutine and an async-generator step per message, then a per-message ack with its
     sensor calls); the benchmark measures what that costs (docs/streams.md, "Direct
@@ -312,7 +326,8 @@ async def take_batches(stream, max_: int, within: float, direct: bool = True):
     per-stream event counts; straycode's /metrics counts events itself). And unlike
     `take_events`, a batch whose body did not finish (the agent stopped, or the body
     raised out of the loop) is not acknowledged: what it held is read again."""
-    if not direct:
+    max_, within = batching.max_events, batching.within_s
+    if not batching.direct:
         async for events in stream.take_events(max_, within=within):
             yield events
         return

@@ -17,7 +17,7 @@ import orjson
 from straycode.detector.state import NetworkState, network_op_from_wire
 
 from .checkpoint import Checkpoint, by_partition
-from .faust_compat import set_current_event, take_batches
+from .faust_compat import Batching, set_current_event, take_batches
 from .metrics import Metrics
 from .publisher import Publisher
 from .tables import NetworkStore
@@ -67,23 +67,19 @@ class NetworkAgent:
     message of operations is acknowledged once every key it changed is written."""
 
     def __init__(self, view, topic, publisher: Publisher, metrics: Metrics, partitions: int,
-                 batch_max: int, batch_within_s: float, checkpoint: Checkpoint,
-                 max_cached: int = 200_000, direct_batches: bool = True):
+                 batching: Batching, checkpoint: Checkpoint, max_cached: int = 200_000):
         self.view = view
         self.topic = topic                      # network-ops (woken by an empty message)
         self.publisher = publisher
         self.metrics = metrics
         self.partitions = partitions
-        self.batch_max = batch_max
-        self.batch_within_s = batch_within_s
+        self.batching = batching
         self.checkpoint = checkpoint
-        self.direct_batches = direct_batches
         self.states: dict[str, NetworkState] = {}        # owned keys, latest first-read order
         self.max_cached = max_cached
 
     async def run(self, stream) -> None:
-        async for events in take_batches(stream, self.batch_max, self.batch_within_s,
-                                         self.direct_batches):
+        async for events in take_batches(stream, self.batching):
             self.checkpoint.next_generation()
             for event in events:
                 await self.fold(event)

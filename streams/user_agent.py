@@ -19,7 +19,7 @@ from straycode.detector.timecheck import SKEW_REASON, TimeBounds
 
 from .checkpoint import by_partition, checkpoint_of
 from .clock import PartitionClock, ReorderBuffer
-from .faust_compat import set_current_event, take_batches
+from .faust_compat import Batching, set_current_event, take_batches
 from .metrics import Metrics
 from .network_agent import NetworkOpsShipper
 from .publisher import Outbound, Publisher
@@ -43,9 +43,7 @@ class UserAgent:
         self.max_bytes = int(settings["input"]["max_line_bytes"])
         self.emit_scores = bool(kcfg.get("emit_scores"))
         self.partitions = int(kcfg["partitions"])
-        self.batch_max = int(kcfg["batch_max_events"])
-        self.batch_within_s = float(kcfg["batch_within_s"])
-        self.direct_batches = bool(kcfg["direct_batches"])
+        self.batching = Batching.from_settings(kcfg)
         self.time_bounds = TimeBounds.from_settings(settings["input"])
         self.users = users
         self.networks = networks
@@ -67,8 +65,7 @@ class UserAgent:
         on after an error: an unexpected one therefore stops the batch's partitions (their
         messages held, not committed) instead of crashing the agent or committing past
         them."""
-        async for events in take_batches(stream, self.batch_max, self.batch_within_s,
-                                         self.direct_batches):
+        async for events in take_batches(stream, self.batching):
             try:
                 await self.handle_batch(events)
             except Exception as exc:

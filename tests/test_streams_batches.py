@@ -11,7 +11,7 @@ from faust.types.tuples import ConsumerMessage
 
 from straycode.settings import load_settings
 from straycode.streams.app import create_app
-from straycode.streams.faust_compat import take_batches
+from straycode.streams.faust_compat import Batching, take_batches
 from streams_harness import WAIT_S, until
 
 
@@ -33,7 +33,7 @@ class Rig:
         self.gate: asyncio.Event | None = None
 
         async def body(stream):
-            async for events in take_batches(stream, max_, within, direct):
+            async for events in take_batches(stream, Batching(max_, within, direct)):
                 self.batches.append([e.message.value for e in events])
                 self.acked_in_body += [e.message.acked for e in events]
                 if gated:
