@@ -308,24 +308,24 @@ class Batching(NamedTuple):
 
 async def take_batches(stream, batching: Batching):
     """An agent's input in batches: lists of up to `batching.max_events` events, or what
-    arrived within `batching.within_s` seconds of a batch's first event. The body of the `async for` runs between
-    yields; a batch's events are acknowledged (each one's reference released, as Faust's
-    `take_events` does) once the body is done with it.
+    arrived within `batching.within_s` seconds of a batch's first event. The body of the
+    `async for` runs between yields; a batch's events are acknowledged (each one's
+    reference released, as Faust's `take_events` does) once the body is done with it.
 
     `direct=False` is Faust's own `stream.take_events(max_events, within=within_s)`.
-    Direct (the default, `kafka.direct_batches`) reads the agent's channel queue itself: Faust's stream hands
-    over one message at a time (a yield to the event loop, a queue get, a processor
-    coroutine and an async-generator step per message, then a per-message ack with its
-    sensor calls); the benchmark measures what that costs (docs/streams.md, "Direct
-    batches"). What that path does per message and matters here is kept: an
-    error thrown into the channel is raised; a message fetched before the current
-    consumer generation (a rebalance since) or while the flow is suspended is dropped
-    unacknowledged, as Faust's stream iterator drops it (the next owner reads it again
-    from the committed offset); a message of an acked topic is counted as unacknowledged
-    by the consumer until its ack. Not kept: Faust's stream sensors (its monitor's
-    per-stream event counts; straycode's /metrics counts events itself). And unlike
-    `take_events`, a batch whose body did not finish (the agent stopped, or the body
-    raised out of the loop) is not acknowledged: what it held is read again."""
+    Direct (the default, `kafka.direct_batches`) reads the agent's channel queue itself:
+    Faust's stream hands over one message at a time (a yield to the event loop, a queue
+    get, a processor coroutine and an async-generator step per message, then a
+    per-message ack with its sensor calls); the benchmark measures what that costs
+    (docs/streams.md, "Direct batches"). What that path does per message and matters here
+    is kept: an error thrown into the channel is raised; a message fetched before the
+    current consumer generation (a rebalance since) or while the flow is suspended is
+    dropped unacknowledged, as Faust's stream iterator drops it (the next owner reads it
+    again from the committed offset); a message of an acked topic is counted as
+    unacknowledged by the consumer until its ack. Not kept: Faust's stream sensors (its
+    monitor's per-stream event counts; straycode's /metrics counts events itself). And
+    unlike `take_events`, a batch whose body did not finish (the agent stopped, or the
+    body raised out of the loop) is not acknowledged: what it held is read again."""
     max_, within = batching.max_events, batching.within_s
     if not batching.direct:
         async for events in stream.take_events(max_, within=within):
